@@ -1,0 +1,44 @@
+"""Every JIT option tensorwire's kernels use, in one place.
+
+Kernels decorate themselves with `kernel` (serial) or `parallel_kernel`; a test
+checks that no kernel module calls numba.njit directly.
+
+Environment:
+    TENSORWIRE_KERNEL_THREADS   numba threads per process for parallel kernels (default 1:
+                                the server runs one worker process per core)
+    TENSORWIRE_PARALLEL_ROWS    batch size from which a parallel variant is used
+    NUMBA_CACHE_DIR             where compiled code is cached (numba's own variable)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numba
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CACHE = True  # compiled code persists on disk, so a new worker starts warm
+NOGIL = True  # kernels release the GIL: gRPC threads keep serving while one scores
+FASTMATH = False  # exact IEEE semantics: results must match scikit-learn
+PARALLEL_MIN_ROWS = int(os.environ.get("TENSORWIRE_PARALLEL_ROWS", "4096"))
+THREAD_BUDGET = int(os.environ.get("TENSORWIRE_KERNEL_THREADS", "1"))
+
+JIT_OPTIONS: dict[str, Any] = {"cache": CACHE, "nogil": NOGIL, "fastmath": FASTMATH}
+
+
+def kernel(func: F) -> F:
+    """Compile a serial kernel with the project's options."""
+    return numba.njit(**JIT_OPTIONS)(func)  # type: ignore[no-any-return]
+
+
+def parallel_kernel(func: F) -> F:
+    """Compile a kernel whose outer loop is numba.prange, for batches of PARALLEL_MIN_ROWS or more."""
+    return numba.njit(parallel=True, **JIT_OPTIONS)(func)  # type: ignore[no-any-return]
+
+
+def apply_thread_budget() -> None:
+    """Cap numba's thread pool at THREAD_BUDGET (call once per process, before scoring)."""
+    numba.set_num_threads(max(1, min(THREAD_BUDGET, numba.config.NUMBA_NUM_THREADS)))

@@ -1,0 +1,15 @@
+"""tensorwire: serve scikit-learn models over the Open Inference Protocol, scored by numba kernels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "export"]
+
+
+def export(estimator: Any, version_dir: Any, *, dtype: str = "float32") -> Any:
+    """Write a fitted scikit-learn estimator as a tensorwire model (see tensorwire.server.export)."""
+    from tensorwire.server.export import export as _export  # the server extra is needed only here
+
+    return _export(estimator, version_dir, dtype=dtype)
