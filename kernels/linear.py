@@ -1,0 +1,218 @@
+"""Kernels for linear models: decision values, class labels and probability links.
+
+Inputs may be read-only, X float32 or float64, parameters float64; every sum
+is accumulated in float64 and rounded once, when stored into the caller's `out`.
+Row kernels (`*_row`) are the building blocks; the `score_*` kernels fuse a
+whole request into one dispatch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tensorwire.kernels.config import kernel
+
+# Probability links: how a classifier turns decision values into predict_proba.
+LINK_NONE = 0  # no predict_proba (LinearSVC, RidgeClassifier, hinge SGD, ...)
+LINK_LOGISTIC = 1  # binary: [1 - p, p], p = expit(d)
+LINK_SOFTMAX = 2  # multinomial LogisticRegression
+LINK_OVR_LOGISTIC = 3  # expit per class, rows normalised, zero-sum rows uniform (SGDClassifier log_loss)
+LINK_MODIFIED_HUBER = 4  # SGDClassifier modified_huber, binary or multiclass, zero-sum rows uniform
+LINK_ONEVSREST_LOGISTIC = 5  # OneVsRestClassifier of logistic models: zero-sum rows stay zero
+LINK_ONEVSREST_MODIFIED_HUBER = 6  # OneVsRestClassifier of modified_huber SGD: zero-sum rows stay zero
+
+LINKS: dict[str, int] = {
+    "none": LINK_NONE,
+    "logistic": LINK_LOGISTIC,
+    "softmax": LINK_SOFTMAX,
+    "ovr_logistic": LINK_OVR_LOGISTIC,
+    "modified_huber": LINK_MODIFIED_HUBER,
+    "onevsrest_logistic": LINK_ONEVSREST_LOGISTIC,
+    "onevsrest_modified_huber": LINK_ONEVSREST_MODIFIED_HUBER,
+}
+
+
+@kernel
+def expit(x: float) -> float:
+    """Logistic sigmoid, 1 / (1 + exp(-x)), without overflow for any finite x."""
+    if x >= 0.0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+@kernel
+def decision_row(x: np.ndarray, coef: np.ndarray, intercept: np.ndarray, out: np.ndarray) -> None:
+    """out[k] = sum_j x[j] * coef[k, j] + intercept[k]."""
+    for k in range(coef.shape[0]):
+        acc = 0.0
+        for j in range(x.shape[0]):
+            acc += np.float64(x[j]) * coef[k, j]
+        out[k] = acc + intercept[k]
+
+
+@kernel
+def argmax_row(d: np.ndarray) -> int:
+    """argmax_k d[k], the first maximum winning (as numpy.argmax)."""
+    best = 0
+    for k in range(1, d.shape[0]):
+        if d[k] > d[best]:
+            best = k
+    return best
+
+
+@kernel
+def normalise_row(out: np.ndarray, total: float, zero_rows_uniform: bool) -> None:
+    """out[k] /= total; a zero total makes the row 1/K when zero_rows_uniform, else leaves it 0."""
+    if total == 0.0:
+        if zero_rows_uniform:
+            out[:] = 1.0 / out.shape[0]
+        return
+    for k in range(out.shape[0]):
+        out[k] = out[k] / total
+
+
+@kernel
+def sigmoid_binary_row(d: np.ndarray, out: np.ndarray) -> None:
+    """out = [1 - p, p] with p = expit(d[0])."""
+    p = expit(np.float64(d[0]))
+    out[0] = 1.0 - p
+    out[1] = p
+
+
+@kernel
+def softmax_row(d: np.ndarray, out: np.ndarray) -> None:
+    """out[k] = exp(d[k] - max d) / sum_k exp(d[k] - max d)."""
+    top = np.float64(d[argmax_row(d)])
+    total = 0.0
+    for k in range(d.shape[0]):
+        e = math.exp(np.float64(d[k]) - top)
+        out[k] = e
+        total += e
+    normalise_row(out, total, True)
+
+
+@kernel
+def ovr_sigmoid_row(d: np.ndarray, out: np.ndarray, zero_rows_uniform: bool) -> None:
+    """out[k] = expit(d[k]) / sum_k expit(d[k])."""
+    total = 0.0
+    for k in range(d.shape[0]):
+        p = expit(np.float64(d[k]))
+        out[k] = p
+        total += p
+    normalise_row(out, total, zero_rows_uniform)
+
+
+@kernel
+def modified_huber_row(d: np.ndarray, out: np.ndarray, zero_rows_uniform: bool) -> None:
+    """h_k = (clip(d[k], -1, 1) + 1) / 2; binary (one d): out = [1 - h, h], else out[k] = h_k / sum h."""
+    if d.shape[0] == 1:
+        h = (min(max(np.float64(d[0]), -1.0), 1.0) + 1.0) / 2.0
+        out[0] = 1.0 - h
+        out[1] = h
+        return
+    total = 0.0
+    for k in range(d.shape[0]):
+        h = (min(max(np.float64(d[k]), -1.0), 1.0) + 1.0) / 2.0
+        out[k] = h
+        total += h
+    normalise_row(out, total, zero_rows_uniform)
+
+
+@kernel
+def proba_row(link_code: int, d: np.ndarray, out: np.ndarray) -> None:
+    """out = the link's probabilities for one row of decision values d (LINK_NONE writes nothing)."""
+    if link_code == LINK_LOGISTIC:
+        sigmoid_binary_row(d, out)
+    elif link_code == LINK_SOFTMAX:
+        softmax_row(d, out)
+    elif link_code == LINK_OVR_LOGISTIC:
+        ovr_sigmoid_row(d, out, True)
+    elif link_code == LINK_MODIFIED_HUBER:
+        modified_huber_row(d, out, True)
+    elif link_code == LINK_ONEVSREST_LOGISTIC:
+        ovr_sigmoid_row(d, out, False)
+    elif link_code == LINK_ONEVSREST_MODIFIED_HUBER:
+        modified_huber_row(d, out, False)
+
+
+@kernel
+def linear_decision(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray, out: np.ndarray) -> None:
+    """out[i, k] = sum_j X[i, j] * coef[k, j] + intercept[k]."""
+    for i in range(X.shape[0]):
+        decision_row(X[i], coef, intercept, out[i])
+
+
+@kernel
+def labels_by_threshold(decision: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = 1 if decision[i, 0] > 0 else 0 (binary: a zero decision picks the first class)."""
+    for i in range(decision.shape[0]):
+        out[i] = 1 if decision[i, 0] > 0.0 else 0
+
+
+@kernel
+def labels_by_argmax(decision: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = argmax_k decision[i, k], the first maximum winning."""
+    for i in range(decision.shape[0]):
+        out[i] = argmax_row(decision[i])
+
+
+@kernel
+def sigmoid_binary_proba(decision: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = [1 - p, p] with p = expit(decision[i, 0])."""
+    for i in range(decision.shape[0]):
+        sigmoid_binary_row(decision[i], out[i])
+
+
+@kernel
+def softmax_proba(decision: np.ndarray, out: np.ndarray) -> None:
+    """out[i, k] = exp(decision[i, k] - max_k decision[i]) / sum over k of the same."""
+    for i in range(decision.shape[0]):
+        softmax_row(decision[i], out[i])
+
+
+@kernel
+def ovr_sigmoid_proba(decision: np.ndarray, out: np.ndarray, zero_rows_uniform: bool) -> None:
+    """out[i, k] = expit(decision[i, k]) / sum_k expit(decision[i, k]) (sklearn's _predict_proba_lr)."""
+    for i in range(decision.shape[0]):
+        ovr_sigmoid_row(decision[i], out[i], zero_rows_uniform)
+
+
+@kernel
+def modified_huber_proba(decision: np.ndarray, out: np.ndarray, zero_rows_uniform: bool) -> None:
+    """out[i] = normalised (clip(decision[i], -1, 1) + 1) / 2 (SGDClassifier modified_huber predict_proba)."""
+    for i in range(decision.shape[0]):
+        modified_huber_row(decision[i], out[i], zero_rows_uniform)
+
+
+@kernel
+def score_linear_regressor(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray, out: np.ndarray) -> None:
+    """out[i, k] = sum_j X[i, j] * coef[k, j] + intercept[k]: a linear regressor's predict."""
+    linear_decision(X, coef, intercept, out)
+
+
+@kernel
+def score_linear_classifier(
+    X: np.ndarray,
+    coef: np.ndarray,
+    intercept: np.ndarray,
+    link_code: int,
+    decision_out: np.ndarray,
+    proba_out: np.ndarray,
+    label_index_out: np.ndarray,
+) -> None:
+    """Decision values, class indices and (unless LINK_NONE) probabilities of a linear classifier.
+
+    d = X @ coef.T + intercept; one column of d means binary (index = d > 0),
+    several mean one per class (index = argmax d); probabilities come from the
+    float64 d, before it is rounded into decision_out.
+    """
+    d = np.empty(coef.shape[0], dtype=np.float64)
+    binary = coef.shape[0] == 1
+    for i in range(X.shape[0]):
+        decision_row(X[i], coef, intercept, d)
+        decision_out[i, :] = d
+        label_index_out[i] = (1 if d[0] > 0.0 else 0) if binary else argmax_row(d)
+        proba_row(link_code, d, proba_out[i])

@@ -1,0 +1,188 @@
+"""The Open Inference Protocol, transport-agnostic: protobuf request in, protobuf response out.
+
+The gRPC servicer is a thin shell around this class; every domain failure is
+raised as a `tensorwire.server.errors` exception and mapped to a status there.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from tensorwire import __version__
+from tensorwire.kernels.validation import first_nonfinite_row
+from tensorwire.protos import inference_pb2 as pb
+from tensorwire.protos.codec import DATATYPES, TensorDecodeError, decode_tensor, encode_raw
+from tensorwire.server.errors import InvalidRequestError
+from tensorwire.server.repository import READY, Model, ModelRepository
+from tensorwire.server.statistics import StatisticsBook
+
+SERVER_NAME = "tensorwire"
+EXTENSIONS = ("model_configuration", "statistics", "model_repository")
+PLATFORM = "tensorwire_numba"
+
+
+class InferenceHandler:
+    def __init__(self, repository: ModelRepository) -> None:
+        self.repository = repository
+        self.statistics = StatisticsBook()
+        self.ready = False  # set once the initial repository load is done
+
+    # ---- health and metadata -------------------------------------------------
+
+    def server_live(self, request: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    def server_ready(self, request: pb.ServerReadyRequest) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.ready)
+
+    def model_ready(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=self.repository.is_ready(request.name, request.version))
+
+    def server_metadata(self, request: pb.ServerMetadataRequest) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
+
+    def model_metadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
+        model = self.repository.get(request.name, request.version)
+        entry = self.repository.entry(request.name)
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=model.name,
+            versions=[v for v, s in entry.versions.items() if s.state == READY],
+            platform=PLATFORM,
+            inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in model.manifest.inputs],
+            outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in model.manifest.outputs],
+        )
+
+    def model_config(self, request: pb.ModelConfigRequest) -> pb.ModelConfigResponse:
+        """The Triton config subset clients read; dims exclude the batch dimension (max_batch_size > 0)."""
+        model = self.repository.get(request.name, request.version)
+        manifest = model.manifest
+        return pb.ModelConfigResponse(
+            config=pb.ModelConfig(
+                name=model.name,
+                platform=PLATFORM,
+                backend="tensorwire",
+                max_batch_size=0,
+                input=[pb.ModelInput(name=t.name, data_type=DATATYPES[t.datatype].triton_enum, dims=t.shape) for t in manifest.inputs],
+                output=[pb.ModelOutput(name=t.name, data_type=DATATYPES[t.datatype].triton_enum, dims=t.shape) for t in manifest.outputs],
+            )
+        )
+
+    def model_statistics(self, request: pb.ModelStatisticsRequest) -> pb.ModelStatisticsResponse:
+        if request.name:
+            self.repository.entry(request.name)  # NOT_FOUND for an unknown model
+        stats = [
+            s.to_proto(name, version)
+            for (name, version), s in sorted(self.statistics.snapshot().items())
+            if (not request.name or name == request.name) and (not request.version or version == request.version)
+        ]
+        return pb.ModelStatisticsResponse(model_stats=stats)
+
+    # ---- repository ------------------------------------------------------------
+
+    def repository_index(self, request: pb.RepositoryIndexRequest) -> pb.RepositoryIndexResponse:
+        index = pb.RepositoryIndexResponse()
+        for entry in sorted(self.repository.entries(), key=lambda e: e.name):
+            for status in entry.versions.values():
+                if request.ready and status.state != READY:
+                    continue
+                index.models.add(name=entry.name, version=status.version, state=status.state, reason=status.reason)
+        if not request.ready:
+            for name in self.repository.unindexed_names():
+                index.models.add(name=name, state="UNAVAILABLE", reason="unloaded")
+        return index
+
+    def repository_model_load(self, request: pb.RepositoryModelLoadRequest) -> pb.RepositoryModelLoadResponse:
+        entry = self.repository.load(request.model_name)
+        if entry.default_version is None:
+            reasons = "; ".join(f"version {s.version}: {s.reason}" for s in entry.versions.values())
+            raise InvalidRequestError(f"model '{request.model_name}' failed to load: {reasons}")
+        return pb.RepositoryModelLoadResponse()
+
+    def repository_model_unload(self, request: pb.RepositoryModelUnloadRequest) -> pb.RepositoryModelUnloadResponse:
+        self.repository.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    # ---- inference ---------------------------------------------------------------
+
+    def model_infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        model = self.repository.get(request.model_name, request.model_version)
+        stats = self.statistics.of(model.name, model.version)
+        t0 = time.perf_counter_ns()
+        try:
+            X = _decode_input(model, request)
+            names = _requested_outputs(model, request.outputs)
+            t1 = time.perf_counter_ns()
+            results = model.scorer.score(X, names)
+            t2 = time.perf_counter_ns()
+            response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
+            for name, array in zip(names, results):
+                response.outputs.add(name=name, datatype=model.outputs[name].datatype, shape=array.shape)
+                response.raw_output_contents.append(encode_raw(array))
+        except Exception:
+            stats.record_failure(time.perf_counter_ns() - t0)
+            raise
+        stats.record_success(X.shape[0], t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
+        return response
+
+
+def _decode_input(model: Model, request: pb.ModelInferRequest) -> np.ndarray:
+    """The request's single input as a validated (rows, n_features) array, zero-copy for raw contents."""
+    where = f"model '{model.name}' version {model.version}"
+    inputs = request.inputs
+    if len(inputs) != 1:
+        names = [t.name for t in inputs]
+        raise InvalidRequestError(f"{where} expects 1 input tensor named 'input', got {len(inputs)}: {names}")
+    tensor = inputs[0]
+    spec = model.manifest.inputs[0]
+    if tensor.name != spec.name:
+        raise InvalidRequestError(f"{where}: missing input '{spec.name}' (got an input named '{tensor.name}')")
+    if tensor.datatype != spec.datatype:
+        raise InvalidRequestError(
+            f"{where}: input '{spec.name}' has datatype {tensor.datatype or '(empty)'}, expected {spec.datatype}"
+        )
+    shape = tensor.shape
+    n_features = spec.shape[1]
+    if len(shape) != 2 or shape[1] != n_features:
+        raise InvalidRequestError(
+            f"{where}: input '{spec.name}' has shape {list(shape)}, expected [-1, {n_features}] (rows, features)"
+        )
+    if shape[0] < 1:
+        raise InvalidRequestError(f"{where}: input '{spec.name}' is an empty batch (shape {list(shape)})")
+    raw_contents = request.raw_input_contents
+    if raw_contents:
+        if tensor.HasField("contents"):
+            raise InvalidRequestError(f"{where}: input '{spec.name}' has typed contents and raw_input_contents; send one")
+        if len(raw_contents) != 1:
+            raise InvalidRequestError(f"{where}: {len(raw_contents)} raw_input_contents entries for 1 input")
+        raw: bytes | None = raw_contents[0]
+    else:
+        raw = None
+    try:
+        X = decode_tensor(spec.name, tensor.datatype, shape, raw, tensor.contents if raw is None else None)
+    except TensorDecodeError as exc:
+        raise InvalidRequestError(f"{where}: {exc}") from None
+    bad_row = first_nonfinite_row(X)
+    if bad_row >= 0:
+        raise InvalidRequestError(
+            f"{where}: input '{spec.name}' row {bad_row} holds NaN or infinity (scikit-learn refuses them too)"
+        )
+    return X
+
+
+def _requested_outputs(model: Model, requested: Sequence[pb.ModelInferRequest.InferRequestedOutputTensor]) -> Sequence[str]:
+    if not requested:
+        return model.output_names
+    names = [o.name for o in requested]
+    for name in names:
+        if name not in model.outputs:
+            raise InvalidRequestError(
+                f"model '{model.name}' version {model.version} has no output '{name}' (outputs: {list(model.output_names)})"
+            )
+    if len(set(names)) != len(names):
+        raise InvalidRequestError(f"model '{model.name}': output requested twice in {names}")
+    return names
+

@@ -1,0 +1,136 @@
+"""gRPC glue: binds InferenceHandler to `inference.GRPCInferenceService`, plus health and reflection.
+
+Method handlers are built from the service descriptor, so the proto file is the
+single list of RPCs. Domain errors become gRPC statuses here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from google.protobuf import message
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from tensorwire.protos import inference_pb2 as pb
+from tensorwire.protos._pool import POOL
+from tensorwire.server.errors import TensorwireError, UnsupportedError
+from tensorwire.server.handler import InferenceHandler
+
+log = logging.getLogger(__name__)
+
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+SERVICE_NAME = SERVICE.full_name
+STREAM_METHOD = "ModelStreamInfer"
+HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+MESSAGE_CLASSES: dict[str, type[message.Message]] = {
+    descriptor.full_name: getattr(pb, descriptor.name) for descriptor in pb.DESCRIPTOR.message_types_by_name.values()
+}
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
+    if isinstance(exc, TensorwireError):
+        return exc.code, str(exc)
+    log.exception("internal error")
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+
+
+def _unary(method: Callable[[Any], message.Message]) -> Callable[[Any, grpc.ServicerContext], message.Message]:
+    def call(request: Any, context: grpc.ServicerContext) -> message.Message:
+        try:
+            return method(request)
+        except Exception as exc:  # every failure leaves as a status, never as a crash
+            code, details = _status_of(exc)
+            context.abort(code, details)
+            raise  # unreachable: abort raises
+
+    return call
+
+
+def _stream_infer(handler: InferenceHandler) -> Callable[[Iterator[pb.ModelInferRequest], grpc.ServicerContext], Iterator[pb.ModelStreamInferResponse]]:
+    """Bidirectional inference: an error rides in its own message and the stream goes on."""
+
+    def call(requests: Iterator[pb.ModelInferRequest], context: grpc.ServicerContext) -> Iterator[pb.ModelStreamInferResponse]:
+        for request in requests:
+            try:
+                yield pb.ModelStreamInferResponse(infer_response=handler.model_infer(request))
+            except Exception as exc:
+                _, details = _status_of(exc)
+                yield pb.ModelStreamInferResponse(
+                    error_message=details,
+                    infer_response=pb.ModelInferResponse(model_name=request.model_name, id=request.id),
+                )
+
+    return call
+
+
+def inference_service(handler: InferenceHandler) -> grpc.GenericRpcHandler:
+    """A generic handler serving every RPC of the proto's service that the handler implements."""
+    methods: dict[str, grpc.RpcMethodHandler] = {}
+    for method in SERVICE.methods:
+        request_cls = MESSAGE_CLASSES[method.input_type.full_name]
+        response_cls = MESSAGE_CLASSES[method.output_type.full_name]
+        if method.name == STREAM_METHOD:
+            methods[method.name] = grpc.stream_stream_rpc_method_handler(
+                _stream_infer(handler), request_cls.FromString, response_cls.SerializeToString
+            )
+            continue
+        implementation = getattr(handler, _snake(method.name), None) or _unimplemented(method.name)
+        methods[method.name] = grpc.unary_unary_rpc_method_handler(
+            _unary(implementation), request_cls.FromString, response_cls.SerializeToString
+        )
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, methods)
+
+
+def _unimplemented(name: str) -> Callable[[Any], message.Message]:
+    def call(request: Any) -> message.Message:
+        raise UnsupportedError(f"{name} is not implemented by this tensorwire version")
+
+    return call
+
+
+
+class HealthReporter:
+    """grpc.health.v1: the server-wide status ("") and one status per model name."""
+
+    def __init__(self) -> None:
+        self.servicer = health.HealthServicer()
+
+    def update(self, handler: InferenceHandler) -> None:
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        self.servicer.set("", serving if handler.ready else not_serving)
+        self.servicer.set(SERVICE_NAME, serving if handler.ready else not_serving)
+        for entry in handler.repository.entries():
+            self.servicer.set(entry.name, serving if entry.default_version is not None else not_serving)
+
+    def shutdown(self) -> None:
+        self.servicer.enter_graceful_shutdown()
+
+
+def add_services(server: grpc.Server, handler: InferenceHandler) -> HealthReporter:
+    """Register the inference service, health and reflection on a server (before it starts)."""
+    server.add_generic_rpc_handlers((inference_service(handler),))
+    reporter = HealthReporter()
+    health_pb2_grpc.add_HealthServicer_to_server(reporter.servicer, server)
+    _add_to_private_pool(health_pb2.DESCRIPTOR.serialized_pb, reflection_pb2.DESCRIPTOR.serialized_pb)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server, pool=POOL
+    )
+    return reporter
+
+
+def _add_to_private_pool(*serialized_files: bytes) -> None:
+    """Let reflection describe health and reflection itself from the same pool as our service."""
+    for serialized in serialized_files:
+        try:
+            POOL.AddSerializedFile(serialized)
+        except TypeError:
+            pass  # already added by an earlier server in this process

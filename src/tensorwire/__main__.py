@@ -1,0 +1,5 @@
+import sys
+
+from tensorwire.cli import main
+
+sys.exit(main())

@@ -1,0 +1,141 @@
+"""Shared fixtures: a model repository made from freshly fitted estimators, and a real server subprocess."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+
+SERVER_START_TIMEOUT = 120.0  # first start compiles kernels; later starts hit the numba cache
+
+
+@dataclass
+class RunningServer:
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: pathlib.Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(repository: pathlib.Path, log_path: pathlib.Path, *extra: str) -> RunningServer:
+    """Start `tensorwire serve` on a free loopback port and wait until it reports ready."""
+    from tensorwire.client import InferenceClient, InferenceServerError
+
+    log_file = open(log_path, "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tensorwire", "serve", str(repository), "--host", "127.0.0.1", "--grpc-port", "0", *extra],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    log_file.close()
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    port = None
+    while port is None:
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", log_path.read_text(errors="replace"))
+        if match:
+            port = int(match.group(1))
+        elif process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"server did not start:\n{log_path.read_text(errors='replace')}")
+        else:
+            time.sleep(0.05)
+    url = f"127.0.0.1:{port}"
+    with InferenceClient(url) as client:
+        while True:
+            try:
+                if client.server_ready(timeout=1):
+                    break
+            except InferenceServerError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"server never became ready:\n{log_path.read_text(errors='replace')}")
+            time.sleep(0.05)
+    return RunningServer(url, port, process, log_path)
+
+
+def stop_server(server: RunningServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@dataclass
+class Fitted:
+    """A fitted estimator, the repository name it is served under, and data to query it with."""
+
+    name: str
+    estimator: Any
+    X: np.ndarray
+    dtype: str
+
+
+def _fitted_models() -> list[Fitted]:
+    from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    rng = np.random.default_rng(42)
+    X = rng.standard_normal((300, 6))
+    y3 = np.array(["setosa", "versicolor", "virginica"])[np.argmax(X[:, :3] + 0.3 * rng.standard_normal((300, 3)), axis=1)]
+    y2 = (X[:, 0] - X[:, 1] > 0).astype(int)
+    yr = X @ rng.standard_normal(6) + 0.1 * rng.standard_normal(300)
+    return [
+        Fitted("flowers", make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X * 3 + 1, y3), X * 3 + 1, "float32"),
+        Fitted("binary", LogisticRegression().fit(X, y2), X, "float32"),
+        Fitted("svm", LinearSVC().fit(X, y2 * 2 + 5), X, "float64"),
+        Fitted("ridge", Ridge().fit(X, yr), X, "float64"),
+        Fitted("ols", LinearRegression().fit(X, yr), X, "float32"),
+    ]
+
+
+@pytest.fixture(scope="session")
+def fitted_models() -> dict[str, Fitted]:
+    return {f.name: f for f in _fitted_models()}
+
+
+CORRUPT_MODEL = "broken"
+
+
+@pytest.fixture(scope="session")
+def model_repository(tmp_path_factory: pytest.TempPathFactory, fitted_models: dict[str, Fitted]) -> pathlib.Path:
+    import tensorwire
+
+    root = tmp_path_factory.mktemp("models")
+    for fitted in fitted_models.values():
+        tensorwire.export(fitted.estimator, root / fitted.name / "1", dtype=fitted.dtype)
+    (root / CORRUPT_MODEL / "1").mkdir(parents=True)
+    (root / CORRUPT_MODEL / "1" / "model.npz").write_bytes(b"PK\x03\x04 this is not a zip archive")
+    return root
+
+
+@pytest.fixture(scope="session")
+def server(model_repository: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(model_repository, tmp_path_factory.mktemp("logs") / "server.log")
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture()
+def client(server: RunningServer) -> Iterator[Any]:
+    from tensorwire.client import InferenceClient
+
+    with InferenceClient(server.url) as c:
+        yield c
