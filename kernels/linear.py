@@ -2,8 +2,9 @@
 
 Inputs may be read-only, X float32 or float64, parameters float64; every sum
 is accumulated in float64 and rounded once, when stored into the caller's `out`.
-Row kernels (`*_row`) are the building blocks; the `score_*` kernels fuse a
-whole request into one dispatch.
+Row kernels (`*_row`) are the building blocks and write float64 rows (a float32
+row would round expit(-200) to 0 before normalisation); the `score_*` kernels
+fuse a whole request into one dispatch.
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ LINKS: dict[str, int] = {
 
 @kernel
 def expit(x: float) -> float:
-    """Logistic sigmoid, 1 / (1 + exp(-x)), without overflow for any finite x."""
-    if x >= 0.0:
-        return 1.0 / (1.0 + math.exp(-x))
-    z = math.exp(x)
-    return z / (1.0 + z)
+    """Logistic sigmoid, 1 / (1 + exp(-x)); exp(-x) = inf gives 0, never NaN."""
+    # scipy.special.expit's own formula: below x ~ -709.8 it is exactly 0, as in
+    # scikit-learn (z / (1 + z) would give subnormals there, and a zero-sum OvR row
+    # would then normalise to a one-hot instead of staying zero).
+    return 1.0 / (1.0 + math.exp(-x))
 
 
 @kernel
@@ -162,29 +163,37 @@ def labels_by_argmax(decision: np.ndarray, out: np.ndarray) -> None:
 @kernel
 def sigmoid_binary_proba(decision: np.ndarray, out: np.ndarray) -> None:
     """out[i] = [1 - p, p] with p = expit(decision[i, 0])."""
+    p = np.empty(out.shape[1], dtype=np.float64)
     for i in range(decision.shape[0]):
-        sigmoid_binary_row(decision[i], out[i])
+        sigmoid_binary_row(decision[i], p)
+        out[i, :] = p
 
 
 @kernel
 def softmax_proba(decision: np.ndarray, out: np.ndarray) -> None:
     """out[i, k] = exp(decision[i, k] - max_k decision[i]) / sum over k of the same."""
+    p = np.empty(out.shape[1], dtype=np.float64)
     for i in range(decision.shape[0]):
-        softmax_row(decision[i], out[i])
+        softmax_row(decision[i], p)
+        out[i, :] = p
 
 
 @kernel
 def ovr_sigmoid_proba(decision: np.ndarray, out: np.ndarray, zero_rows_uniform: bool) -> None:
     """out[i, k] = expit(decision[i, k]) / sum_k expit(decision[i, k]) (sklearn's _predict_proba_lr)."""
+    p = np.empty(out.shape[1], dtype=np.float64)
     for i in range(decision.shape[0]):
-        ovr_sigmoid_row(decision[i], out[i], zero_rows_uniform)
+        ovr_sigmoid_row(decision[i], p, zero_rows_uniform)
+        out[i, :] = p
 
 
 @kernel
 def modified_huber_proba(decision: np.ndarray, out: np.ndarray, zero_rows_uniform: bool) -> None:
     """out[i] = normalised (clip(decision[i], -1, 1) + 1) / 2 (SGDClassifier modified_huber predict_proba)."""
+    p = np.empty(out.shape[1], dtype=np.float64)
     for i in range(decision.shape[0]):
-        modified_huber_row(decision[i], out[i], zero_rows_uniform)
+        modified_huber_row(decision[i], p, zero_rows_uniform)
+        out[i, :] = p
 
 
 @kernel
@@ -207,12 +216,16 @@ def score_linear_classifier(
 
     d = X @ coef.T + intercept; one column of d means binary (index = d > 0),
     several mean one per class (index = argmax d); probabilities come from the
-    float64 d, before it is rounded into decision_out.
+    float64 d, before it is rounded into decision_out, and are rounded only once
+    normalised.
     """
     d = np.empty(coef.shape[0], dtype=np.float64)
+    p = np.empty(proba_out.shape[1], dtype=np.float64)
     binary = coef.shape[0] == 1
     for i in range(X.shape[0]):
         decision_row(X[i], coef, intercept, d)
         decision_out[i, :] = d
         label_index_out[i] = (1 if d[0] > 0.0 else 0) if binary else argmax_row(d)
-        proba_row(link_code, d, proba_out[i])
+        if link_code != LINK_NONE:
+            proba_row(link_code, d, p)
+            proba_out[i, :] = p

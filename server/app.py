@@ -57,7 +57,10 @@ class Server:
         )
         self.health = add_services(self._grpc, self.handler)
         address = f"{config.host}:{config.grpc_port}"
-        self.port = self._grpc.add_insecure_port(address)
+        try:
+            self.port = self._grpc.add_insecure_port(address)
+        except RuntimeError:  # grpcio raises where older versions returned 0
+            self.port = 0
         if self.port == 0:
             raise OSError(f"cannot listen on {address} (in use, or not an address of this machine)")
         self._stopped = threading.Event()

@@ -134,6 +134,7 @@ def save_model(version_dir: os.PathLike[str] | str, manifest: Manifest, arrays: 
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **payload)  # type: ignore[arg-type]
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a server running as another user must read it
         os.replace(tmp, version_dir / MODEL_FILE)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)

@@ -84,7 +84,10 @@ class LinearRegressorScorer:
         self.manifest = manifest
         self.coef, self.intercept = _parameters(manifest, arrays)
         self.dtype = FLOAT_DTYPES[manifest.input_datatype]
-        self.multi_target = bool(manifest.params.get("multi_target", self.coef.shape[0] > 1))
+        multi_target = manifest.params.get("multi_target")
+        if not isinstance(multi_target, bool):
+            raise _invalid(manifest, f"params.multi_target must be true or false, not {multi_target!r}")
+        self.multi_target = multi_target
         if not self.multi_target and self.coef.shape[0] != 1:
             raise _invalid(manifest, f"a single-target regressor has one coef row, not {self.coef.shape[0]}")
         _check_outputs(manifest, regressor_outputs(manifest.input_datatype, self.coef.shape[0], self.multi_target))

@@ -104,7 +104,8 @@ def test_grpcurl_infer_with_typed_json_contents(server, fitted_models) -> None: 
     }
     response = json.loads(grpcurl(server, "inference.GRPCInferenceService/ModelInfer", data=json.dumps(body)))
     assert response["outputs"][0]["name"] == "predict"
-    got = np.frombuffer(base64.b64decode(response["rawOutputContents"][0]), dtype="<f8")
+    raw = response.get("rawOutputContents") or response["raw_output_contents"]  # grpcurl versions differ
+    got = np.frombuffer(base64.b64decode(raw[0]), dtype="<f8")
     np.testing.assert_allclose(got, fitted_models["ridge"].estimator.predict(X), rtol=1e-9, atol=1e-12)
 
 

@@ -1,0 +1,127 @@
+"""Linear projections of rows: the fused affine pre-scaling, PCA and TruncatedSVD.
+
+`affine_rows` is the pre-scaling every family applies while it copies a tile of
+the request into float64, so a scaler in front of a model costs no extra pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.core.extending import intrinsic
+
+from tensorwire.kernels.config import kernel, parallel_kernel
+
+TILE_DOUBLES = 32768  # a row tile and its products stay within 256 KiB (half of a 512 KiB-1 MiB L2)
+MAX_TILE_ROWS = 256
+PARALLEL_TILE_ROWS = 256  # rows per prange task in the parallel variants
+
+
+@intrinsic
+def fma(typingctx, a, b, c):  # type: ignore[no-untyped-def]
+    """a * b + c with one rounding (llvm.fma): exact IEEE, so no fastmath is needed for the fused instruction."""
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        double = ir.DoubleType()
+        fn = builder.module.declare_intrinsic("llvm.fma", [double], ir.FunctionType(double, [double] * 3))
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+@intrinsic
+def ieee_div(typingctx, a, b):  # type: ignore[no-untyped-def]
+    """a / b as IEEE division: numba's `/` checks for a zero divisor, a branch that keeps loops from vectorising."""
+    sig = types.float64(types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.fdiv(args[0], args[1])
+
+    return sig, codegen
+
+
+@kernel
+def tile_rows(width: int) -> int:
+    """Rows per tile so that a tile of `width` float64 columns fits TILE_DOUBLES."""
+    return max(1, min(MAX_TILE_ROWS, TILE_DOUBLES // max(1, width)))
+
+
+@kernel
+def affine_rows(X: np.ndarray, r0: int, m: int, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray, xb: np.ndarray) -> None:
+    """xb[q, j] = (X[r0 + q, j] - shift[j]) * scale[j] + offset[j] in float64, for q < m."""
+    # Subtracting before scaling keeps StandardScaler exact for features whose mean dwarfs their spread;
+    # MinMaxScaler (shift 0) is then bit-identical to scikit-learn's x * scale_ + min_.
+    n_features = X.shape[1]
+    for q in range(m):
+        for j in range(n_features):
+            xb[q, j] = (np.float64(X[r0 + q, j]) - shift[j]) * scale[j] + offset[j]
+
+
+@kernel
+def _project_rows(
+    X: np.ndarray, r0: int, r1: int, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
+    components_t: np.ndarray, bias: np.ndarray, divisor: np.ndarray, out: np.ndarray,
+) -> None:
+    """out[r] = (((X[r] - shift) * scale + offset) @ components_t - bias) / divisor for r0 <= r < r1."""
+    n_features = X.shape[1]
+    n_out = components_t.shape[1]
+    rows = tile_rows(max(n_features, n_out))
+    xb = np.empty((rows, n_features))
+    for a in range(r0, r1, rows):
+        m = min(rows, r1 - a)
+        affine_rows(X, a, m, shift, scale, offset, xb)
+        np.dot(xb[:m], components_t, out[a:a + m])
+        for q in range(a, a + m):
+            for c in range(n_out):
+                # scikit-learn's order: project, subtract the projected mean, then divide.
+                out[q, c] = ieee_div(out[q, c] - bias[c], divisor[c])
+
+
+@kernel
+def project(
+    X: np.ndarray, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
+    components_t: np.ndarray, bias: np.ndarray, divisor: np.ndarray, out: np.ndarray,
+) -> None:
+    """out = (((X - shift) * scale + offset) @ components_t - bias) / divisor: PCA (whitened or not), TruncatedSVD."""
+    _project_rows(X, 0, X.shape[0], shift, scale, offset, components_t, bias, divisor, out)
+
+
+@parallel_kernel
+def project_parallel(
+    X: np.ndarray, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
+    components_t: np.ndarray, bias: np.ndarray, divisor: np.ndarray, out: np.ndarray,
+) -> None:
+    """`project` with row tiles spread over numba's threads (batches of config.PARALLEL_MIN_ROWS or more)."""
+    n = X.shape[0]
+    for t in prange((n + PARALLEL_TILE_ROWS - 1) // PARALLEL_TILE_ROWS):
+        r0 = t * PARALLEL_TILE_ROWS
+        _project_rows(X, r0, min(n, r0 + PARALLEL_TILE_ROWS), shift, scale, offset, components_t, bias, divisor, out)
+
+
+def identity_affine(n_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(shift, scale, offset) = (0, 1, 0): the pre-scaling that leaves rows unchanged."""
+    return np.zeros(n_features), np.ones(n_features), np.zeros(n_features)
+
+
+def pca_params(
+    components: np.ndarray, mean: np.ndarray, explained_variance: np.ndarray, whiten: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(components_t, bias, divisor) for `project` from PCA: components_.T, mean_ @ components_.T, sqrt(explained_variance_) or 1."""
+    components = np.asarray(components)
+    bias = (np.asarray(mean) @ components.T).astype(np.float64)
+    if whiten:
+        variance = np.asarray(explained_variance)
+        eps = float(np.finfo(variance.dtype).eps)  # scikit-learn clips tiny variances so rank-deficient fits stay finite
+        divisor = np.sqrt(variance).astype(np.float64)
+        divisor[divisor < eps] = eps
+    else:
+        divisor = np.ones(components.shape[0])
+    return np.ascontiguousarray(components.T, dtype=np.float64), bias, divisor
+
+
+def truncated_svd_params(components: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(components_t, bias, divisor) for `project` from TruncatedSVD: components_.T, 0, 1."""
+    n_components = np.asarray(components).shape[0]
+    return np.ascontiguousarray(np.asarray(components).T, dtype=np.float64), np.zeros(n_components), np.ones(n_components)

@@ -1,0 +1,57 @@
+"""The `tensorwire` command line: export refuses pickles unless trusted; serve explains bad arguments."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import joblib
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from tensorwire.server.model_format import load_model
+
+
+def tensorwire(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tensorwire", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_export_refuses_a_pickle_without_trust(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    joblib.dump(LogisticRegression().fit(rng.standard_normal((40, 3)), rng.integers(0, 2, 40)), tmp_path / "m.joblib")
+    result = tensorwire("export", str(tmp_path / "m.joblib"), str(tmp_path / "out" / "1"))
+    assert result.returncode == 1
+    assert "--trust-pickle" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_with_trust_writes_a_loadable_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    joblib.dump(LogisticRegression().fit(rng.standard_normal((40, 3)), rng.integers(0, 2, 40)), tmp_path / "m.joblib")
+    result = tensorwire("export", str(tmp_path / "m.joblib"), str(tmp_path / "out" / "1"), "--trust-pickle", "--dtype", "float64")
+    assert result.returncode == 0, result.stderr
+    stored = load_model(tmp_path / "out" / "1" / "model.npz")
+    assert stored.manifest.input_datatype == "FP64"
+
+
+def test_serve_explains_a_missing_repository(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = tensorwire("serve", str(tmp_path / "nowhere"))
+    assert result.returncode == 2
+    assert "is not a directory" in result.stderr
+
+
+def test_serve_explains_a_bad_port(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = tensorwire("serve", str(tmp_path), "--grpc-port", "70000")
+    assert result.returncode == 1
+    assert "not a TCP port" in result.stderr
+
+
+def test_serve_refuses_a_port_in_use(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = tensorwire("serve", str(tmp_path), "--host", "127.0.0.1", "--grpc-port", str(taken.getsockname()[1]))
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr
