@@ -119,17 +119,20 @@ def export(estimator: Any, version_dir: os.PathLike[str] | str, *, dtype: Any = 
     """Write a fitted estimator (or Pipeline of scalers then estimator) as version_dir/model.npz."""
     datatype = _input_datatype(dtype)
     steps, (final_name, final) = _split_pipeline(estimator)
-    where = f"step '{final_name}' ({type(final).__name__}) of Pipeline" if steps else type(final).__name__
+    in_pipeline = isinstance(estimator, Pipeline)
+    where = f"step '{final_name}' ({type(final).__name__}) of Pipeline" if in_pipeline else type(final).__name__
     exporter = EXPORTERS.get(type(final))
     if exporter is None:
         supported = ", ".join(sorted(cls.__name__ for cls in EXPORTERS))
-        raise TypeError(f"tensorwire cannot export {where}: no exporter for {type(final).__name__} (supported: {supported})")
+        raise TypeError(
+            f"tensorwire cannot export {where}: no exporter for {type(final).__name__} (supported: {supported})"
+        )
     _require_fitted(final, where)
     exported = exporter(final, _fold_steps(steps), datatype)
-    names = [type(step).__name__ for _, step in steps] + [type(final).__name__]
+    names = [type(step).__name__ for _, step in steps] + [_describe(final)]
     manifest = Manifest(
         kind=exported.kind,
-        estimator=f"Pipeline({', '.join(names)})" if steps else _describe(final),
+        estimator=f"Pipeline({', '.join(names)})" if in_pipeline else names[-1],
         inputs=[TensorSpec(INPUT_NAME, datatype, [-1, exported.n_features])],
         outputs=exported.outputs,
         arrays={name: array_spec(a) for name, a in exported.arrays.items()},
@@ -186,8 +189,14 @@ def _split_pipeline(estimator: Any) -> tuple[list[tuple[str, Any]], tuple[str, A
     steps = list(_flatten(estimator))
     final_name, final = steps[-1]
     if final is None or (isinstance(final, str) and final == "passthrough"):
-        raise ValueError(f"tensorwire cannot export a Pipeline whose last step '{final_name}' is {final!r}: it needs an estimator")
-    kept = [(name, step) for name, step in steps[:-1] if step is not None and not (isinstance(step, str) and step == "passthrough")]
+        raise ValueError(
+            f"tensorwire cannot export a Pipeline whose last step '{final_name}' is {final!r}: it needs an estimator"
+        )
+    kept = [
+        (name, step)
+        for name, step in steps[:-1]
+        if step is not None and not (isinstance(step, str) and step == "passthrough")
+    ]
     for name, step in kept:
         where = f"step '{name}' ({type(step).__name__}) of Pipeline"
         if type(step) not in PREPROCESSORS:
@@ -206,7 +215,9 @@ def _fold_steps(steps: list[tuple[str, Any]]) -> Affine | None:
         try:
             this = PREPROCESSORS[type(step)](step)
         except ValueError as exc:
-            raise ValueError(f"tensorwire cannot export step '{name}' ({type(step).__name__}) of Pipeline: {exc}") from None
+            raise ValueError(
+                f"tensorwire cannot export step '{name}' ({type(step).__name__}) of Pipeline: {exc}"
+            ) from None
         affine = this if affine is None else affine.then(this)
     return affine
 
@@ -241,7 +252,9 @@ def _standard_scaler(scaler: StandardScaler) -> Affine:
 @folds(MinMaxScaler)
 def _min_max_scaler(scaler: MinMaxScaler) -> Affine:
     if scaler.clip:
-        raise ValueError("clip=True clamps features into feature_range, which is not an affine map; refit with clip=False")
+        raise ValueError(
+            "clip=True clamps features into feature_range, which is not an affine map; refit with clip=False"
+        )
     n = scaler.n_features_in_
     return Affine(_f64(scaler.scale_, n), _f64(scaler.min_, n))
 
@@ -328,7 +341,9 @@ def _labels(classes: Any, where: str) -> tuple[str, list[Any]]:
         return "FP64", [float(c) for c in classes]
     if kind == "U" or (kind == "O" and all(isinstance(c, str) for c in classes)):
         return "BYTES", [str(c) for c in classes]
-    raise TypeError(f"tensorwire cannot export {where}: class labels of type {classes.dtype} (use int, float, bool or str labels)")
+    raise TypeError(
+        f"tensorwire cannot export {where}: class labels of type {classes.dtype} (use int, float, bool or str labels)"
+    )
 
 
 def _classifier(
@@ -358,7 +373,9 @@ def _linear_classifier(estimator: Any, prep: Affine | None, datatype: str) -> Ex
     where = type(estimator).__name__
     _refuse_multilabel(getattr(getattr(estimator, "_label_binarizer", None), "y_type_", None), where)
     coef, intercept = _linear_parameters(estimator.coef_, estimator.intercept_, prep)
-    return _classifier(coef, intercept, estimator.classes_, CLASSIFIER_LINKS[type(estimator)](estimator), datatype, where)
+    return _classifier(
+        coef, intercept, estimator.classes_, CLASSIFIER_LINKS[type(estimator)](estimator), datatype, where
+    )
 
 
 @exports(OneVsRestClassifier)
@@ -379,4 +396,6 @@ def _one_vs_rest(estimator: OneVsRestClassifier, prep: Affine | None, datatype: 
         prep,
     )
     binary_link = CLASSIFIER_LINKS[type(inner[0])](inner[0])[0]
-    return _classifier(coef, intercept, estimator.classes_, (binary_link, _ONEVSREST_LINKS[binary_link]), datatype, where)
+    return _classifier(
+        coef, intercept, estimator.classes_, (binary_link, _ONEVSREST_LINKS[binary_link]), datatype, where
+    )

@@ -73,8 +73,16 @@ def _check_outputs(manifest: Manifest, expected: list[TensorSpec]) -> None:
         raise _invalid(manifest, f"outputs {manifest.outputs} differ from what this model produces: {expected}")
 
 
+def _check_width(manifest: Manifest, X: np.ndarray) -> None:
+    # The kernels index coef by X's columns without bounds checks: a wrong width must never reach them.
+    if X.ndim != 2 or X.shape[1] != manifest.n_features:
+        raise ValueError(f"model ({manifest.estimator}) expects input [-1, {manifest.n_features}], got {list(X.shape)}")
+
+
 def _unknown_output(manifest: Manifest, name: str) -> ValueError:
-    return ValueError(f"model ({manifest.estimator}) has no output '{name}' (it has {[o.name for o in manifest.outputs]})")
+    return ValueError(
+        f"model ({manifest.estimator}) has no output '{name}' (it has {[o.name for o in manifest.outputs]})"
+    )
 
 
 class LinearRegressorScorer:
@@ -96,6 +104,7 @@ class LinearRegressorScorer:
         for name in outputs:
             if name != "predict":
                 raise _unknown_output(self.manifest, name)
+        _check_width(self.manifest, X)
         out = np.empty((X.shape[0], self.coef.shape[0]), dtype=self.dtype)
         linear.score_linear_regressor(X, self.coef, self.intercept, out)
         predict = out if self.multi_target else out.reshape(X.shape[0])
@@ -146,6 +155,7 @@ class LinearClassifierScorer:
         for name in outputs:
             if name not in self.output_names:
                 raise _unknown_output(self.manifest, name)
+        _check_width(self.manifest, X)
         n = X.shape[0]
         want_proba = "predict_proba" in outputs
         decision = np.empty((n, self.coef.shape[0]), dtype=self.dtype)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+from typing import Any
 
 import numba
 import numpy as np
@@ -16,7 +17,14 @@ from tensorwire.kernels import config
 from tensorwire.kernels import linear as L
 
 SHAPES = [(1, 3), (7, 3), (33, 17), (10_000, 17)]
-TOLERANCE = {np.float32: {"rtol": 1e-5, "atol": 1e-6}, np.float64: {"rtol": 1e-9, "atol": 1e-12}}
+FloatType = type[np.floating[Any]]
+# DESIGN.md: (rtol, atol) for fp32 and fp64 models
+TOLERANCE: dict[FloatType, tuple[float, float]] = {np.float32: (1e-5, 1e-6), np.float64: (1e-9, 1e-12)}
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray, dtype: FloatType) -> None:
+    rtol, atol = TOLERANCE[dtype]
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
 
 
 def readonly(array: np.ndarray) -> np.ndarray:
@@ -84,7 +92,7 @@ def test_every_function_in_linear_is_a_dispatcher_with_the_config_options() -> N
         assert isinstance(dispatcher, CPUDispatcher), name
         assert dispatcher.targetoptions.get("nogil") is config.NOGIL, name
         assert dispatcher.targetoptions.get("fastmath", False) is config.FASTMATH, name
-        assert type(dispatcher._cache).__name__ != "NullCache", f"{name} is not cached"
+        assert type(dispatcher._cache).__name__ != "NullCache", f"{name} is not cached"  # type: ignore[attr-defined]
 
 
 # --- scalar and row kernels -------------------------------------------------------
@@ -109,13 +117,13 @@ def test_argmax_row_first_maximum_wins() -> None:
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(("n", "n_features"), SHAPES)
-def test_linear_decision_matches_numpy(dtype: type, n: int, n_features: int) -> None:
+def test_linear_decision_matches_numpy(dtype: FloatType, n: int, n_features: int) -> None:
     rng = np.random.default_rng(n * 31 + n_features)
     X = readonly(rng.normal(size=(n, n_features)).astype(dtype))
     coef, intercept = random_parameters(rng, 4, n_features)
     out = np.empty((n, 4), dtype=dtype)
     L.linear_decision(X, coef, intercept, out)
-    np.testing.assert_allclose(out, decision_oracle(X, coef, intercept), **TOLERANCE[dtype])
+    assert_close(out, decision_oracle(X, coef, intercept), dtype)
 
 
 def test_linear_decision_hand_computed() -> None:
@@ -150,20 +158,20 @@ def test_labels_by_argmax_matches_numpy_with_ties() -> None:
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_sigmoid_binary_proba(dtype: type) -> None:
+def test_sigmoid_binary_proba(dtype: FloatType) -> None:
     d = decisions(np.random.default_rng(2), 33, 1, scale=10.0)
     out = np.empty((33, 2), dtype=dtype)
     L.sigmoid_binary_proba(d, out)
     p = scipy_expit(d[:, 0])
-    np.testing.assert_allclose(out, np.column_stack([1 - p, p]), **TOLERANCE[dtype])
+    assert_close(out, np.column_stack([1 - p, p]), dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_softmax_proba_matches_sklearn_and_is_stable(dtype: type) -> None:
+def test_softmax_proba_matches_sklearn_and_is_stable(dtype: FloatType) -> None:
     d = np.vstack([decisions(np.random.default_rng(3), 32, 5), [[1000.0, 999.0, -1000.0, 0.0, 1000.0]]])
     out = np.empty(d.shape, dtype=dtype)
     L.softmax_proba(readonly(d), out)
-    np.testing.assert_allclose(out, sklearn_softmax(d), **TOLERANCE[dtype])
+    assert_close(out, sklearn_softmax(d), dtype)
     assert np.isfinite(out).all()
 
 
@@ -173,7 +181,7 @@ def test_ovr_sigmoid_proba(k: int, zero_rows_uniform: bool) -> None:
     d = np.vstack([decisions(np.random.default_rng(k), 32, k, scale=5.0), np.full((1, k), -1000.0)])
     out = np.empty(d.shape)
     L.ovr_sigmoid_proba(readonly(d), out, zero_rows_uniform)
-    np.testing.assert_allclose(out, proba_lr_oracle(d, zero_rows_uniform), **TOLERANCE[np.float64])
+    assert_close(out, proba_lr_oracle(d, zero_rows_uniform), np.float64)
     np.testing.assert_array_equal(out[-1], np.full(k, 1.0 / k) if zero_rows_uniform else np.zeros(k))
 
 
@@ -184,7 +192,7 @@ def test_modified_huber_proba(k: int, zero_rows_uniform: bool) -> None:
     out = np.empty((d.shape[0], max(k, 2)))
     L.modified_huber_proba(readonly(d), out, zero_rows_uniform)
     expected = modified_huber_oracle(d, zero_rows_uniform)
-    np.testing.assert_allclose(out, expected, **TOLERANCE[np.float64])
+    assert_close(out, expected, np.float64)
     if k == 1:
         np.testing.assert_array_equal(out[-2:], [[1.0, 0.0], [0.0, 1.0]])
 
@@ -200,13 +208,13 @@ def test_modified_huber_hand_computed() -> None:
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(("n", "n_features"), SHAPES)
-def test_score_linear_regressor(dtype: type, n: int, n_features: int) -> None:
+def test_score_linear_regressor(dtype: FloatType, n: int, n_features: int) -> None:
     rng = np.random.default_rng(n + n_features)
     X = readonly(rng.normal(size=(n, n_features)).astype(dtype))
     coef, intercept = random_parameters(rng, 2, n_features)
     out = np.empty((n, 2), dtype=dtype)
     L.score_linear_regressor(X, coef, intercept, out)
-    np.testing.assert_allclose(out, decision_oracle(X, coef, intercept), **TOLERANCE[dtype])
+    assert_close(out, decision_oracle(X, coef, intercept), dtype)
 
 
 LINK_ORACLES = {
@@ -232,7 +240,7 @@ def proba_oracle(link: int, d: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize(
     ("k", "link"), [(1, link) for link in BINARY_LINKS] + [(k, link) for k in (3, 5) for link in MULTICLASS_LINKS]
 )
-def test_score_linear_classifier_matches_oracles(dtype: type, k: int, link: int) -> None:
+def test_score_linear_classifier_matches_oracles(dtype: FloatType, k: int, link: int) -> None:
     rng = np.random.default_rng(k * 7 + link)
     n, n_features = 33, 17
     X = readonly((rng.normal(size=(n, n_features)) * 0.5).astype(dtype))
@@ -243,10 +251,10 @@ def test_score_linear_classifier_matches_oracles(dtype: type, k: int, link: int)
     index = np.empty(n, dtype=np.int64)
     L.score_linear_classifier(X, coef, intercept, link, decision, proba, index)
     d = decision_oracle(X, coef, intercept)
-    np.testing.assert_allclose(decision, d, **TOLERANCE[dtype])
+    assert_close(decision, d, dtype)
     np.testing.assert_array_equal(index, (d[:, 0] > 0).astype(np.int64) if k == 1 else np.argmax(d, axis=1))
     if link != L.LINK_NONE:
-        np.testing.assert_allclose(proba, proba_oracle(link, d), **TOLERANCE[dtype])
+        assert_close(proba, proba_oracle(link, d), dtype)
 
 
 def test_score_linear_classifier_hand_computed_binary_logistic() -> None:
@@ -287,8 +295,8 @@ def test_probabilities_are_normalised_before_rounding_to_float32() -> None:
     assert expected[0, 0] > 0.7
     out = np.empty((1, 3), dtype=np.float32)
     L.ovr_sigmoid_proba(readonly(d), out, False)
-    np.testing.assert_allclose(out, expected, **TOLERANCE[np.float32])
+    assert_close(out, expected, np.float32)
     X, coef, intercept = readonly(np.zeros((1, 2), dtype=np.float32)), readonly(np.zeros((3, 2))), readonly(d[0])
     decision, index = np.empty((1, 3), dtype=np.float32), np.empty(1, dtype=np.int64)
     L.score_linear_classifier(X, coef, intercept, L.LINK_ONEVSREST_LOGISTIC, decision, out, index)
-    np.testing.assert_allclose(out, expected, **TOLERANCE[np.float32])
+    assert_close(out, expected, np.float32)
