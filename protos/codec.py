@@ -41,10 +41,10 @@ class Datatype:
     name: str
     dtype: np.dtype[Any] | None  # None for BYTES, whose elements have no fixed size
     contents_field: str | None  # the InferTensorContents field; None where only raw is allowed
-    triton_enum: int  # inference.DataType value, for ModelConfig
+    triton_enum: pb.DataType  # for ModelConfig
 
 
-def _dt(name: str, dtype: str | None, field: str | None, triton_enum: int) -> Datatype:
+def _dt(name: str, dtype: str | None, field: str | None, triton_enum: pb.DataType) -> Datatype:
     return Datatype(name, None if dtype is None else np.dtype(dtype), field, triton_enum)
 
 
