@@ -1,61 +1,47 @@
-"""One serving process: load the repository, start the gRPC server, drain on SIGTERM/SIGINT."""
+"""One serving process: load the repository, run the gRPC server, drain on SIGTERM/SIGINT.
+
+`tensorwire serve --workers 1` runs exactly this; with more workers the
+supervisor (server/supervisor.py) runs one of these per worker process.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from concurrent import futures
-from dataclasses import dataclass
 from types import FrameType
 
 import grpc
 
 from tensorwire.kernels.config import apply_thread_budget
+from tensorwire.server.cluster import Cluster
+from tensorwire.server.config import ServerConfig
 from tensorwire.server.handler import InferenceHandler
+from tensorwire.server.poller import RepositoryPoller
 from tensorwire.server.repository import ModelRepository
 from tensorwire.server.servicer import add_services
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, kw_only=True)
-class ServerConfig:
-    """Everything `tensorwire serve` can be told, validated once at start-up."""
-
-    model_repository: str
-    host: str = "0.0.0.0"
-    grpc_port: int = 8001
-    threads: int = 8
-    max_receive_bytes: int = 64 * 1024 * 1024
-    max_send_bytes: int = 64 * 1024 * 1024
-    grace_seconds: float = 10.0
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.grpc_port <= 65535:
-            raise ValueError(f"--grpc-port {self.grpc_port} is not a TCP port")
-        if self.threads < 1:
-            raise ValueError("--threads must be at least 1")
-        if self.max_receive_bytes < 1024 or self.max_send_bytes < 1024:
-            raise ValueError("message size limits must be at least 1 KiB")
-        if self.grace_seconds < 0:
-            raise ValueError("--grace-period must not be negative")
-
-
 class Server:
-    def __init__(self, config: ServerConfig) -> None:
+    """The gRPC server of one process, around an InferenceHandler."""
+
+    def __init__(self, config: ServerConfig, *, reuse_port: bool = False) -> None:
         self.config = config
-        self.handler = InferenceHandler(ModelRepository(config.model_repository))
+        self.handler = InferenceHandler(ModelRepository(config.model_repository), repository_api=config.model_control_mode == "explicit")
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="tensorwire-rpc"),
             options=[
                 ("grpc.max_receive_message_length", config.max_receive_bytes),
                 ("grpc.max_send_message_length", config.max_send_bytes),
-                # one process owns its port: never share it silently with a stale server
-                ("grpc.so_reuseport", 0),
+                # workers share the supervisor's port; a lone server never shares one silently
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
             ],
         )
         self.health = add_services(self._grpc, self.handler)
+        self.handler.on_repository_change = self.refresh_health
         address = f"{config.host}:{config.grpc_port}"
         try:
             self.port = self._grpc.add_insecure_port(address)
@@ -65,18 +51,27 @@ class Server:
             raise OSError(f"cannot listen on {address} (in use, or not an address of this machine)")
         self._stopped = threading.Event()
 
-    def start(self) -> None:
+    def use_cluster(self, cluster: Cluster) -> None:
+        self.handler.cluster = cluster
+
+    def start(self, models: list[str] | None) -> None:
+        """Listen at once (not ready yet), load the models, then report ready."""
         apply_thread_budget()
-        self.health.update(self.handler)  # NOT_SERVING while models load
+        self.health.update(self.handler)
         self._grpc.start()
         log.info("listening on %s:%d; loading models", self.config.host, self.port)
-        self.handler.repository.load_all()
+        self.handler.repository.load_all(models)
         self.handler.ready = True
         self.health.update(self.handler)
-        log.info("tensorwire serving %s on %s:%d", self.config.model_repository, self.config.host, self.port)
+        log.info("serving %s on %s:%d (pid %d)", self.config.model_repository, self.config.host, self.port, os.getpid())
+
+    def refresh_health(self) -> None:
+        self.health.update(self.handler)
 
     def stop(self, grace: float | None = None) -> None:
         """Refuse new RPCs, let in-flight ones finish within the grace period, then stop."""
+        if self._stopped.is_set():
+            return
         self.handler.ready = False
         self.health.shutdown()
         self._grpc.stop(self.config.grace_seconds if grace is None else grace).wait()
@@ -86,7 +81,8 @@ class Server:
         self._stopped.wait()
 
 
-def serve_forever(config: ServerConfig) -> None:
+def serve_single_process(config: ServerConfig) -> None:
+    """--workers 1: this process serves, polls the repository and exposes metrics itself."""
     server = Server(config)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -95,6 +91,16 @@ def serve_forever(config: ServerConfig) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    server.start()
+    if config.metrics_port:
+        from tensorwire.server.metrics import serve_metrics
+
+        serve_metrics(config.host, config.metrics_port)
+    server.start(config.initial_models())
+    if config.model_control_mode == "poll":
+        RepositoryPoller(
+            server.handler.repository.root,
+            config.poll_seconds,
+            apply=lambda op, name: server.handler.execute(op, {"name": name}),
+        ).start()
     server.wait()
     log.info("tensorwire stopped")

@@ -3,6 +3,7 @@
     TensorwireError                  (INTERNAL)
     ├── ModelNotFoundError           NOT_FOUND: no such model or version
     ├── ModelNotReadyError           UNAVAILABLE: known, but failed to load or is loading
+    ├── UnavailableError             UNAVAILABLE: the server cannot do this now (or in this mode)
     ├── InvalidRequestError          INVALID_ARGUMENT: the request disagrees with the model
     └── UnsupportedError             UNIMPLEMENTED: an RPC or feature not served (yet)
 
@@ -24,6 +25,10 @@ class ModelNotFoundError(TensorwireError):
 
 
 class ModelNotReadyError(TensorwireError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class UnavailableError(TensorwireError):
     code = grpc.StatusCode.UNAVAILABLE
 
 

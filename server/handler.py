@@ -7,7 +7,8 @@ raised as a `tensorwire.server.errors` exception and mapped to a status there.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -15,9 +16,10 @@ from tensorwire import __version__
 from tensorwire.kernels.validation import first_nonfinite_row
 from tensorwire.protos import inference_pb2 as pb
 from tensorwire.protos.codec import DATATYPES, TensorDecodeError, decode_tensor, encode_raw
-from tensorwire.server.errors import InvalidRequestError
-from tensorwire.server.repository import READY, Model, ModelRepository
-from tensorwire.server.statistics import StatisticsBook
+from tensorwire.server.cluster import Cluster, LocalCluster
+from tensorwire.server.errors import InvalidRequestError, TensorwireError, UnavailableError
+from tensorwire.server.repository import READY, UNAVAILABLE, Model, ModelRepository
+from tensorwire.server.statistics import StatisticsBook, merge_statistics
 
 SERVER_NAME = "tensorwire"
 EXTENSIONS = ("model_configuration", "statistics", "model_repository")
@@ -25,10 +27,13 @@ PLATFORM = "tensorwire_numba"
 
 
 class InferenceHandler:
-    def __init__(self, repository: ModelRepository) -> None:
+    def __init__(self, repository: ModelRepository, cluster: Cluster | None = None, *, repository_api: bool = True) -> None:
         self.repository = repository
         self.statistics = StatisticsBook()
+        self.cluster: Cluster = cluster or LocalCluster(self.execute)
+        self.repository_api = repository_api  # RepositoryModelLoad/Unload allowed (explicit model control)
         self.ready = False  # set once the initial repository load is done
+        self.on_repository_change: Callable[[], None] = lambda: None  # e.g. refresh health statuses
 
     # ---- health and metadata -------------------------------------------------
 
@@ -72,12 +77,21 @@ class InferenceHandler:
         )
 
     def model_statistics(self, request: pb.ModelStatisticsRequest) -> pb.ModelStatisticsResponse:
+        """Statistics summed over every worker process."""
         if request.name:
             self.repository.entry(request.name)  # NOT_FOUND for an unknown model
+        outcomes = self.cluster.broadcast("statistics", {"name": request.name, "version": request.version})
+        failed = [o.error for o in outcomes if not o.ok]
+        if failed:
+            raise TensorwireError(f"statistics unavailable: {'; '.join(failed)}")
+        return merge_statistics([pb.ModelStatisticsResponse.FromString(o.result) for o in outcomes])
+
+    def local_statistics(self, name: str, version: str) -> pb.ModelStatisticsResponse:
+        """This process's own statistics."""
         stats = [
-            s.to_proto(name, version)
-            for (name, version), s in sorted(self.statistics.snapshot().items())
-            if (not request.name or name == request.name) and (not request.version or version == request.version)
+            s.to_proto(n, v)
+            for (n, v), s in sorted(self.statistics.snapshot().items())
+            if (not name or n == name) and (not version or v == version)
         ]
         return pb.ModelStatisticsResponse(model_stats=stats)
 
@@ -92,19 +106,46 @@ class InferenceHandler:
                 index.models.add(name=entry.name, version=status.version, state=status.state, reason=status.reason)
         if not request.ready:
             for name in self.repository.unindexed_names():
-                index.models.add(name=name, state="UNAVAILABLE", reason="unloaded")
+                index.models.add(name=name, state=UNAVAILABLE, reason="unloaded")
         return index
 
     def repository_model_load(self, request: pb.RepositoryModelLoadRequest) -> pb.RepositoryModelLoadResponse:
-        entry = self.repository.load(request.model_name)
-        if entry.default_version is None:
-            reasons = "; ".join(f"version {s.version}: {s.reason}" for s in entry.versions.values())
-            raise InvalidRequestError(f"model '{request.model_name}' failed to load: {reasons}")
+        """(Re)load a model in every worker; answers once all have it ready, or with the failure."""
+        self._require_repository_api("load")
+        self.repository.require_model_dir(request.model_name)
+        outcomes = self.cluster.broadcast("load", {"name": request.model_name})
+        problems = [o.error or o.result["reason"] for o in outcomes if not o.ok or not o.result["ready"]]
+        if problems:
+            raise InvalidRequestError(f"model '{request.model_name}' failed to load: {problems[0]}")
         return pb.RepositoryModelLoadResponse()
 
     def repository_model_unload(self, request: pb.RepositoryModelUnloadRequest) -> pb.RepositoryModelUnloadResponse:
-        self.repository.unload(request.model_name)
+        self._require_repository_api("unload")
+        self.repository.entry(request.model_name)  # NOT_FOUND unless loaded
+        outcomes = self.cluster.broadcast("unload", {"name": request.model_name})
+        problems = [o.error for o in outcomes if not o.ok and "is not loaded" not in o.error]
+        if problems:
+            raise TensorwireError(f"model '{request.model_name}' failed to unload: {problems[0]}")
         return pb.RepositoryModelUnloadResponse()
+
+    def _require_repository_api(self, action: str) -> None:
+        if not self.repository_api:
+            raise UnavailableError(f"cannot {action} models: the server runs with --model-control-mode other than explicit")
+
+    def execute(self, op: str, args: dict[str, Any]) -> Any:
+        """Apply a cluster operation to this process (the broadcast calls it in every worker)."""
+        if op == "load":
+            entry = self.repository.load(args["name"])
+            self.on_repository_change()
+            reasons = "; ".join(f"version {s.version}: {s.reason}" for s in entry.versions.values() if s.reason)
+            return {"ready": entry.default_version is not None, "reason": reasons}
+        if op == "unload":
+            self.repository.unload(args["name"])
+            self.on_repository_change()
+            return {}
+        if op == "statistics":
+            return self.local_statistics(args["name"], args["version"]).SerializeToString()
+        raise ValueError(f"unknown cluster operation '{op}'")
 
     # ---- inference ---------------------------------------------------------------
 
@@ -122,8 +163,8 @@ class InferenceHandler:
             for name, array in zip(names, results):
                 response.outputs.add(name=name, datatype=model.outputs[name].datatype, shape=array.shape)
                 response.raw_output_contents.append(encode_raw(array))
-        except Exception:
-            stats.record_failure(time.perf_counter_ns() - t0)
+        except Exception as exc:
+            stats.record_failure(time.perf_counter_ns() - t0, exc.code.name if isinstance(exc, TensorwireError) else "INTERNAL")
             raise
         stats.record_success(X.shape[0], t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
         return response

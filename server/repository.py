@@ -9,10 +9,11 @@ its reason, and never stops the other models from serving.
 
 from __future__ import annotations
 
+import functools
 import logging
 import pathlib
-import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -20,12 +21,14 @@ import numpy as np
 
 from tensorwire.kernels.validation import first_nonfinite_row
 from tensorwire.server.errors import ModelNotFoundError, ModelNotReadyError
+from tensorwire.server.layout import file_fingerprint, is_model_name, model_names, version_numbers
+from tensorwire.server.metrics import MODEL_LOAD_FAILURES, MODELS_LOADED
+from tensorwire.server.model_config import ModelConfigError, read_model_config
 from tensorwire.server.model_format import MODEL_FILE, Manifest, ModelFormatError, TensorSpec, load_model
 from tensorwire.server.scoring import Scorer, build_scorer
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 READY, UNAVAILABLE = "READY", "UNAVAILABLE"
 WARM_UP_ROWS = (1, 64)
 
@@ -41,9 +44,11 @@ class Model:
     outputs: dict[str, TensorSpec]
     output_names: tuple[str, ...]
     input_dtype: np.dtype  # type: ignore[type-arg]
+    fingerprint: tuple[int, int, int]
 
     @classmethod
     def load(cls, name: str, version: str, path: pathlib.Path) -> Model:
+        fingerprint = file_fingerprint(path)
         stored = load_model(path)
         manifest = stored.manifest
         scorer = build_scorer(manifest, stored.arrays, str(path))
@@ -55,6 +60,7 @@ class Model:
             outputs={o.name: o for o in manifest.outputs},
             output_names=tuple(o.name for o in manifest.outputs),
             input_dtype=np.dtype("<f4" if manifest.input_datatype == "FP32" else "<f8"),
+            fingerprint=fingerprint,
         )
         model.warm_up()
         return model
@@ -84,7 +90,7 @@ class ModelEntry:
     name: str
     versions: dict[str, VersionStatus] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def default_version(self) -> str | None:
         ready = [v for v, s in self.versions.items() if s.state == READY]
         return max(ready, key=int) if ready else None
@@ -96,45 +102,87 @@ class ModelRepository:
         self._models: dict[str, ModelEntry] = {}
         self._write_lock = threading.Lock()
 
-    def load_all(self) -> None:
-        """Load every model found under the root."""
+    def load_all(self, names: list[str] | None = None) -> None:
+        """Load the named models, or every model found under the root."""
         if not self.root.is_dir():
             raise FileNotFoundError(f"model repository {self.root} is not a directory")
-        for path in sorted(self.root.iterdir()):
-            if path.is_dir() and MODEL_NAME.match(path.name):
-                self.load(path.name)
+        for name in model_names(self.root) if names is None else names:
+            try:
+                self.load(name)
+            except ModelNotFoundError as exc:
+                log.error("cannot load model %s: %s", name, exc)
 
     def load(self, name: str) -> ModelEntry:
-        """(Re)load every version of one model and swap it in."""
-        if not MODEL_NAME.match(name):
+        """(Re)load one model per its version policy and swap it in atomically.
+
+        Versions whose file is unchanged keep their loaded copy; new ones are
+        loaded and warmed before the swap, so requests never see a cold model.
+        If a version that was serving fails to reload, its previous copy keeps
+        serving; the failure is kept as the version's reason.
+        """
+        model_dir = self.require_model_dir(name)
+        with self._write_lock:  # one load at a time: the old entry must not change under us
+            old = self._models.get(name, ModelEntry(name))
+            entry = ModelEntry(name, self._load_versions(name, model_dir, old))
+            self._models = {**self._models, name: entry}
+            self._count_ready()
+        return entry
+
+    def require_model_dir(self, name: str) -> pathlib.Path:
+        """The model's folder; NOT_FOUND for a name that is invalid or could escape the repository."""
+        if not is_model_name(name):
             raise ModelNotFoundError(f"'{name}' is not a valid model name")
         model_dir = self.root / name
         if not model_dir.is_dir():
             raise ModelNotFoundError(f"model '{name}' is not in the repository {self.root}")
-        entry = ModelEntry(name, {v: self._load_version(name, v, model_dir / v) for v in _version_dirs(model_dir)})
-        if not entry.versions:
-            entry = ModelEntry(name, {"1": VersionStatus("1", UNAVAILABLE, f"no version directory with a {MODEL_FILE}")})
+        return model_dir
+
+    def _load_versions(self, name: str, model_dir: pathlib.Path, old: ModelEntry) -> dict[str, VersionStatus]:
+        try:
+            policy = read_model_config(model_dir).version_policy
+        except ModelConfigError as exc:
+            log.error("model %s: %s", name, exc)
+            return {v: s for v, s in old.versions.items() if s.state == READY} or {"1": VersionStatus("1", UNAVAILABLE, str(exc))}
+        wanted = [str(v) for v in policy.select(version_numbers(model_dir))]
+        if not wanted:
             log.error("model %s: no version directory with a %s under %s", name, MODEL_FILE, model_dir)
-        with self._write_lock:
-            self._models = {**self._models, name: entry}
-        return entry
+            return {"1": VersionStatus("1", UNAVAILABLE, f"no version directory with a {MODEL_FILE} matches the version policy")}
+        statuses = {}
+        for version in wanted:
+            previous = old.versions.get(version)
+            status = self._load_version(name, version, model_dir / version / MODEL_FILE, previous)
+            statuses[version] = status
+        if not any(s.state == READY for s in statuses.values()):
+            # keep the previous good versions serving beside the failures
+            statuses = {**{v: s for v, s in old.versions.items() if s.state == READY}, **statuses}
+        return dict(sorted(statuses.items(), key=lambda item: _version_key(item[0])))
 
     def unload(self, name: str) -> None:
         with self._write_lock:
             if name not in self._models:
                 raise ModelNotFoundError(f"model '{name}' is not loaded")
             self._models = {k: v for k, v in self._models.items() if k != name}
+            self._count_ready()
+        log.info("model %s unloaded", name)
 
-    def _load_version(self, name: str, version: str, version_dir: pathlib.Path) -> VersionStatus:
+    def _count_ready(self) -> None:
+        MODELS_LOADED.set(sum(s.state == READY for e in self._models.values() for s in e.versions.values()))
+
+    def _load_version(self, name: str, version: str, path: pathlib.Path, previous: VersionStatus | None) -> VersionStatus:
+        fingerprint = file_fingerprint(path)
+        if previous is not None and previous.model is not None and previous.model.fingerprint == fingerprint:
+            return previous
+        started = time.perf_counter()
         try:
-            model = Model.load(name, version, version_dir / MODEL_FILE)
-        except ModelFormatError as exc:
-            log.error("model %s version %s failed to load: %s", name, version, exc)
-            return VersionStatus(version, UNAVAILABLE, str(exc))
+            model = Model.load(name, version, path)
         except Exception as exc:  # a model must never take the server down with it
-            log.exception("model %s version %s failed to load", name, version)
-            return VersionStatus(version, UNAVAILABLE, f"{type(exc).__name__}: {exc}")
-        log.info("model %s version %s ready (%s)", name, version, model.manifest.kind)
+            reason = str(exc) if isinstance(exc, ModelFormatError) else f"{type(exc).__name__}: {exc}"
+            log.error("model %s version %s failed to load: %s", name, version, reason)
+            MODEL_LOAD_FAILURES.labels(name, version).inc()
+            if previous is not None and previous.model is not None:
+                return VersionStatus(version, READY, f"reload failed, serving the previous copy: {reason}", previous.model)
+            return VersionStatus(version, UNAVAILABLE, reason)
+        log.info("model %s version %s ready (%s) in %.3fs", name, version, model.manifest.kind, time.perf_counter() - started)
         return VersionStatus(version, READY, model=model)
 
     def get(self, name: str, version: str = "") -> Model:
@@ -175,11 +223,9 @@ class ModelRepository:
         """Model folders on disk that are not loaded (for RepositoryIndex)."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and MODEL_NAME.match(p.name) and p.name not in self._models)
+        return [name for name in model_names(self.root) if name not in self._models]
 
 
-def _version_dirs(model_dir: pathlib.Path) -> list[str]:
-    return sorted((p.name for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=int)
 
 
 def _version_key(version: str) -> tuple[int, str]:

@@ -35,7 +35,7 @@ def start_server(repository: pathlib.Path, log_path: pathlib.Path, *extra: str) 
 
     log_file = open(log_path, "wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "tensorwire", "serve", str(repository), "--host", "127.0.0.1", "--grpc-port", "0", *extra],
+        [sys.executable, "-m", "tensorwire", "serve", str(repository), "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", *extra],
         stdout=log_file,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -18,10 +18,17 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     serve.add_argument("--model-repository", dest="model_repository", help="same as the positional argument (Triton's name)")
     serve.add_argument("--host", default=_env("HOST", "0.0.0.0"), help="address to listen on (default 0.0.0.0)")
     serve.add_argument("--grpc-port", type=int, default=int(_env("GRPC_PORT", "8001")), help="gRPC port (default 8001; 0 picks a free one)")
-    serve.add_argument("--threads", type=int, default=int(_env("THREADS", "8")), help="gRPC handler threads (default 8)")
+    serve.add_argument("--metrics-port", type=int, default=int(_env("METRICS_PORT", "8002")), help="Prometheus metrics port (default 8002; 0: off)")
+    serve.add_argument("--workers", type=int, default=int(_env("WORKERS", str(os.cpu_count() or 1))), help="worker processes (default: one per CPU)")
+    serve.add_argument("--threads", type=int, default=int(_env("THREADS", "8")), help="gRPC handler threads per worker (default 8)")
+    serve.add_argument("--model-control-mode", default=_env("MODEL_CONTROL_MODE", "none"), choices=["none", "explicit", "poll"],
+                       help="none: serve what is there at start; explicit: load/unload by API (and --load-model); poll: follow the repository")
+    serve.add_argument("--load-model", action="append", default=[], metavar="NAME", help="explicit mode: load this model at start ('*' for all); repeatable")
+    serve.add_argument("--repository-poll-secs", type=float, default=float(_env("REPOSITORY_POLL_SECS", "5")), help="poll mode: seconds between scans")
     serve.add_argument("--grace-period", type=float, default=float(_env("GRACE_PERIOD", "10")), help="seconds in-flight requests get on shutdown")
     serve.add_argument("--max-receive-mb", type=int, default=int(_env("MAX_RECEIVE_MB", "64")), help="largest request accepted, MiB")
     serve.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument("--log-format", default=_env("LOG_FORMAT", "text"), choices=["text", "json"])
 
 
 def _add_export(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -33,8 +40,6 @@ def _add_export(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from tensorwire.server.app import ServerConfig, serve_forever
-
     repository = args.model_repository or args.repository or os.environ.get("TENSORWIRE_MODEL_REPOSITORY")
     if not repository:
         print("tensorwire serve: give the model repository (positional or --model-repository)", file=sys.stderr)
@@ -42,19 +47,43 @@ def _serve(args: argparse.Namespace) -> int:
     if not os.path.isdir(repository):
         print(f"tensorwire serve: model repository {repository!r} is not a directory", file=sys.stderr)
         return 2
+    from tensorwire.server.config import ServerConfig
+    from tensorwire.server.logs import configure_logging
+    from tensorwire.server.metrics_directory import remove_metrics_directory, use_metrics_directory
+
+    configure_logging(args.log_level, args.log_format, "main" if args.workers == 1 else "supervisor")
     try:
         config = ServerConfig(
             model_repository=repository,
             host=args.host,
             grpc_port=args.grpc_port,
+            metrics_port=args.metrics_port,
+            workers=args.workers,
             threads=args.threads,
             max_receive_bytes=args.max_receive_mb * 1024 * 1024,
             grace_seconds=args.grace_period,
+            model_control_mode=args.model_control_mode,
+            load_models=tuple(args.load_model),
+            poll_seconds=args.repository_poll_secs,
         )
-        serve_forever(config)
-    except (ValueError, OSError) as exc:
+    except ValueError as exc:
         print(f"tensorwire serve: {exc}", file=sys.stderr)
         return 1
+    metrics_dir = use_metrics_directory()  # before anything imports prometheus_client
+    try:
+        if config.workers == 1:
+            from tensorwire.server.app import serve_single_process
+
+            serve_single_process(config)
+        else:
+            from tensorwire.server.supervisor import Supervisor
+
+            Supervisor(config, log_level=args.log_level, log_format=args.log_format).run()
+    except OSError as exc:
+        print(f"tensorwire serve: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        remove_metrics_directory(metrics_dir)
     return 0
 
 
@@ -76,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     _add_serve(commands)
     _add_export(commands)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(args, "log_level", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command != "serve":
+        logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
     return {"serve": _serve, "export": _export}[args.command](args)
 
 
