@@ -114,9 +114,13 @@ class InferenceHandler:
         self._require_repository_api("load")
         self.repository.require_model_dir(request.model_name)
         outcomes = self.cluster.broadcast("load", {"name": request.model_name})
-        problems = [o.error or o.result["reason"] for o in outcomes if not o.ok or not o.result["ready"]]
-        if problems:
-            raise InvalidRequestError(f"model '{request.model_name}' failed to load: {problems[0]}")
+        for outcome in outcomes:
+            if not outcome.ok:
+                raise TensorwireError(f"model '{request.model_name}' failed to load: {outcome.error}")
+            if outcome.result["failed"]:
+                serving = outcome.result["serving"]
+                still = f"; version {serving} keeps serving" if serving else ""
+                raise InvalidRequestError(f"model '{request.model_name}' failed to load: {'; '.join(outcome.result['failed'])}{still}")
         return pb.RepositoryModelLoadResponse()
 
     def repository_model_unload(self, request: pb.RepositoryModelUnloadRequest) -> pb.RepositoryModelUnloadResponse:
@@ -137,8 +141,8 @@ class InferenceHandler:
         if op == "load":
             entry = self.repository.load(args["name"])
             self.on_repository_change()
-            reasons = "; ".join(f"version {s.version}: {s.reason}" for s in entry.versions.values() if s.reason)
-            return {"ready": entry.default_version is not None, "reason": reasons}
+            failed = [f"version {s.version}: {s.reason}" for s in entry.versions.values() if s.state != READY]
+            return {"serving": entry.default_version, "failed": failed}
         if op == "unload":
             self.repository.unload(args["name"])
             self.on_repository_change()

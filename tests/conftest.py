@@ -134,6 +134,22 @@ def server(model_repository: pathlib.Path, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture()
+def start_tensorwire(tmp_path: pathlib.Path) -> Iterator[Any]:
+    """A factory: start_tensorwire(repository, *flags) -> RunningServer, stopped at the end of the test."""
+    started: list[RunningServer] = []
+
+    def start(repository: pathlib.Path, *extra: str) -> RunningServer:
+        running = start_server(repository, tmp_path / f"server-{len(started)}.log", *extra)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        if running.process.poll() is None:
+            stop_server(running)
+
+
+@pytest.fixture()
 def client(server: RunningServer) -> Iterator[Any]:
     from tensorwire.client import InferenceClient
 

@@ -1,0 +1,264 @@
+"""The multi-process server end to end: workers, restarts, hot reload under load, drain, statistics and metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression, Ridge
+
+import tensorwire
+from tensorwire.client import InferenceClient
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fit_models(root: pathlib.Path) -> dict[str, Any]:
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((200, 5))
+    models = {
+        "steady": LogisticRegression().fit(X, (X[:, 0] > 0).astype(int)),
+        "churn": Ridge().fit(X, X @ np.arange(5.0)),
+    }
+    for name, estimator in models.items():
+        tensorwire.export(estimator, root / name / "1")
+    return models
+
+
+def children(pid: int) -> list[int]:
+    """The worker processes of a supervisor: its children started by multiprocessing's spawn."""
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in _cmdline(entry):
+                found.append(int(entry.name))
+    return found
+
+
+def wait_for_log(server: Any, pattern: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not re.search(pattern, server.log()):
+        assert time.monotonic() < deadline, f"no {pattern!r} in the log:\n{server.log()}"
+        time.sleep(0.1)
+
+
+def _cmdline(proc_dir: pathlib.Path) -> bytes:
+    try:
+        return (proc_dir / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return str(response.read().decode())
+
+
+def metric_values(text: str, name: str, **labels: str) -> list[float]:
+    values = []
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                values.append(float(line.rsplit(" ", 1)[1]))
+    return values
+
+
+@contextmanager
+def load(url: str, model: str, tmp: pathlib.Path, processes: int = 2, channels: int = 2) -> Iterator[list[dict[str, Any]]]:
+    """Client processes sending requests in a closed loop until the block ends; yields their results after."""
+    stop_file = tmp / f"stop-{model}"
+    results = [tmp / f"result-{model}-{i}.json" for i in range(processes)]
+    procs = [
+        subprocess.Popen([sys.executable, str(HERE / "load_client.py"), url, model, "5", "float32", str(stop_file), str(r), str(channels)])
+        for r in results
+    ]
+    collected: list[dict[str, Any]] = []
+    try:
+        time.sleep(1.0)  # let every client connect and get going
+        yield collected
+    finally:
+        stop_file.touch()
+        for proc in procs:
+            proc.wait(timeout=60)
+        collected.extend(json.loads(r.read_text()) for r in results)
+
+
+@pytest.fixture()
+def repository(tmp_path: pathlib.Path) -> pathlib.Path:
+    root = tmp_path / "models"
+    fit_models(root)
+    return root
+
+
+def test_requests_spread_over_every_worker(start_tensorwire: Any, repository: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    metrics_port = free_port()
+    server = start_tensorwire(repository, "--workers", "2", "--metrics-port", str(metrics_port))
+    with load(server.url, "steady", tmp_path, processes=1, channels=8) as results:
+        time.sleep(1.0)
+    sent = sum(r["ok"] for r in results)
+    assert sent > 0 and not any(r["failures"] for r in results)
+    text = scrape(metrics_port)
+    per_worker = {w: sum(metric_values(text, "tensorwire_requests_total", model="steady", worker=w)) for w in ("0", "1")}
+    assert all(count > 0 for count in per_worker.values()), per_worker
+    assert sum(per_worker.values()) == sent
+    with InferenceClient(server.url) as client:
+        stats = client.model_statistics("steady").model_stats[0]
+    assert stats.inference_stats.success.count == sent
+    assert stats.inference_count == 4 * sent
+
+
+def test_a_killed_worker_is_replaced_and_only_in_flight_requests_fail(start_tensorwire: Any, repository: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    server = start_tensorwire(repository, "--workers", "2")
+    workers = children(server.process.pid)
+    assert len(workers) == 2, workers
+    with load(server.url, "steady", tmp_path, processes=2, channels=4) as results:
+        os.kill(workers[0], signal.SIGKILL)
+        wait_for_log(server, r"killed by signal 9(.|\n)*worker \d ready")
+        time.sleep(1.0)  # load keeps going against the replaced set of workers
+    failures = [f for r in results for f in r["failures"]]
+    assert sum(r["ok"] for r in results) > 0
+    assert all(code == "UNAVAILABLE" for code, _ in failures), failures
+    # only the requests in flight on the killed worker can fail: one per client channel at most
+    assert len(failures) <= 2 * 4, failures
+    assert len(children(server.process.pid)) == 2
+
+
+def test_hot_reload_under_load_fails_no_request(start_tensorwire: Any, repository: pathlib.Path, tmp_path: pathlib.Path, fitted_reload_versions: int = 3) -> None:
+    server = start_tensorwire(repository, "--workers", "2", "--model-control-mode", "explicit", "--load-model", "*")
+    rng = np.random.default_rng(9)
+    with InferenceClient(server.url) as client, load(server.url, "steady", tmp_path, processes=2) as results:
+        for version in range(2, 2 + fitted_reload_versions):
+            X = rng.standard_normal((60, 5))
+            tensorwire.export(LogisticRegression().fit(X, (X[:, 1] > 0).astype(int)), repository / "steady" / str(version))
+            _load(server.url, "steady")
+            _load(server.url, "churn")
+            _unload(server.url, "churn")
+            _load(server.url, "churn")
+        assert client.model_metadata("steady").versions == [str(1 + fitted_reload_versions)]
+    failures = [f for r in results for f in r["failures"]]
+    assert sum(r["ok"] for r in results) > 0
+    assert failures == []
+
+
+def _repository_call(url: str, method: str, request: Any, response_cls: Any) -> Any:
+    import grpc
+
+    with grpc.insecure_channel(url) as channel:
+        call = channel.unary_unary(f"/inference.GRPCInferenceService/{method}", request_serializer=type(request).SerializeToString, response_deserializer=response_cls.FromString)
+        return call(request, timeout=120)
+
+
+def _load(url: str, name: str) -> None:
+    from tensorwire.protos import inference_pb2 as pb
+
+    _repository_call(url, "RepositoryModelLoad", pb.RepositoryModelLoadRequest(model_name=name), pb.RepositoryModelLoadResponse)
+
+
+def _unload(url: str, name: str) -> None:
+    from tensorwire.protos import inference_pb2 as pb
+
+    _repository_call(url, "RepositoryModelUnload", pb.RepositoryModelUnloadRequest(model_name=name), pb.RepositoryModelUnloadResponse)
+
+
+def test_load_applies_to_every_worker_and_reports_failures(start_tensorwire: Any, repository: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    import grpc
+
+    server = start_tensorwire(repository, "--workers", "2", "--model-control-mode", "explicit", "--load-model", "steady")
+    with InferenceClient(server.url) as client:
+        assert not client.model_ready("churn")
+        _load(server.url, "churn")
+        # a new connection per call lands on either worker: every one must have it
+        for _ in range(8):
+            with InferenceClient(server.url, options=[("grpc.use_local_subchannel_pool", 1)]) as fresh:
+                assert fresh.model_ready("churn")
+        (repository / "broken" / "1").mkdir(parents=True)
+        (repository / "broken" / "1" / "model.npz").write_bytes(b"junk")
+        with pytest.raises(grpc.RpcError) as info:
+            _load(server.url, "broken")
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "broken" in info.value.details() and "cannot be read" in info.value.details()
+        with pytest.raises(grpc.RpcError) as info:
+            _load(server.url, "../steady")
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        # a bad new version keeps the previous good one serving
+        shutil.copytree(repository / "steady" / "1", repository / "steady" / "2")
+        (repository / "steady" / "2" / "model.npz").write_bytes(b"junk")
+        with pytest.raises(grpc.RpcError):
+            _load(server.url, "steady")
+        assert client.model_ready("steady")
+        assert client.infer("steady", np.zeros((1, 5), np.float32))["predict"].shape == (1,)
+        index = {(m.name, m.version): m for m in client.repository_index().models}
+        assert index[("steady", "2")].state == "UNAVAILABLE"
+        assert index[("steady", "1")].state == "READY"
+
+
+def test_repository_api_is_refused_outside_explicit_mode(server, fitted_models) -> None:  # type: ignore[no-untyped-def]
+    import grpc
+
+    with pytest.raises(grpc.RpcError) as info:
+        _load(server.url, "ols")
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "explicit" in info.value.details()
+
+
+def test_sigterm_drains_in_flight_requests_and_leaves_no_process(start_tensorwire: Any, repository: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    import grpc
+
+    from tensorwire.client._requests import build_infer_request
+    from tensorwire.protos import inference_pb2 as pb
+
+    server = start_tensorwire(repository, "--workers", "2", "--grace-period", "20")
+    workers = children(server.process.pid)
+    big = build_infer_request("steady", np.random.default_rng(1).standard_normal((400_000, 5)).astype(np.float32), outputs=["predict_proba"])
+    channel = grpc.insecure_channel(server.url, options=[("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)])
+    call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer", request_serializer=pb.ModelInferRequest.SerializeToString, response_deserializer=pb.ModelInferResponse.FromString)
+    futures = [call.future(big, timeout=60) for _ in range(6)]
+    time.sleep(0.3)  # the requests are on the wire and being scored
+    server.process.send_signal(signal.SIGTERM)
+    answers = [f.result() for f in futures]
+    assert all(len(a.raw_output_contents[0]) == 400_000 * 2 * 4 for a in answers)
+    assert server.process.wait(timeout=60) == 0
+    channel.close()
+    assert all(not pathlib.Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_killing_the_supervisor_leaves_no_orphan_worker(start_tensorwire: Any, repository: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    server = start_tensorwire(repository, "--workers", "2")
+    workers = children(server.process.pid)
+    server.process.kill()
+    server.process.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(pathlib.Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in workers):
+        time.sleep(0.1)
+    assert all(not pathlib.Path(f"/proc/{pid}").exists() or "Z" in _state(pid) for pid in workers)
+
+
+def _state(pid: int) -> str:
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
