@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import struct
 import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -155,13 +156,47 @@ def load_model(path: os.PathLike[str] | str) -> StoredModel:
             extra = set(npz.files) - set(manifest.arrays) - {MANIFEST_KEY}
             if extra:
                 raise ModelFormatError(path, f"arrays not in the manifest: {sorted(extra)}")
-            arrays = {name: npz[name] for name in manifest.arrays if name in npz.files}
+            arrays = {name: _map_array(path, npz.zip, name) for name in manifest.arrays if name in npz.files}
     except ModelFormatError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, KeyError) as exc:
         raise ModelFormatError(path, f"cannot be read as a model file ({type(exc).__name__}: {exc})") from None
     _check_arrays(path, manifest, arrays)
     return StoredModel(manifest, arrays)
+
+
+def _map_array(path: pathlib.Path, archive: zipfile.ZipFile, name: str) -> np.ndarray:
+    """A read-only memory map of one stored (uncompressed) array of the archive.
+
+    Every worker process maps the same file, so the page cache holds one copy of
+    the parameters however many workers serve them. Compressed entries, which
+    cannot be mapped, are read into memory instead.
+    """
+    info = archive.getinfo(f"{name}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        with archive.open(info) as member:
+            return np.lib.format.read_array(member, allow_pickle=False)
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local_header = fh.read(_LOCAL_HEADER.size)
+        name_length, extra_length = _LOCAL_HEADER.unpack(local_header)[-2:]
+        fh.seek(info.header_offset + _LOCAL_HEADER.size + name_length + extra_length)
+        version = np.lib.format.read_magic(fh)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"array '{name}' has unsupported .npy version {version}")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(fh)
+        offset = fh.tell()
+    if dtype.hasobject:
+        raise ValueError(f"array '{name}' holds Python objects")
+    if int(np.prod(shape)) == 0:
+        return np.empty(shape, dtype=dtype)
+    mapped = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran_order else "C")
+    return np.asarray(mapped)  # a plain ndarray view: numba does not type np.memmap
+
+
+# zip local file header: signature, version, flags, method, time, date, crc, sizes, name and extra lengths
+_LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")
 
 
 def _check_arrays(path: os.PathLike[str] | str, manifest: Manifest, arrays: dict[str, np.ndarray]) -> None:
