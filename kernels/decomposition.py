@@ -2,9 +2,14 @@
 
 `affine_rows` is the pre-scaling every family applies while it copies a tile of
 the request into float64, so a scaler in front of a model costs no extra pass.
+svm.py and kmeans.py inline these helpers; numba keys its on-disk cache on each
+module's own file, so after editing this one, clear their cached entries too (an
+install rewrites every file and so does it by itself).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from llvmlite import ir
@@ -13,13 +18,12 @@ from numba.core.extending import intrinsic
 
 from tensorwire.kernels.config import kernel, parallel_kernel
 
-TILE_DOUBLES = 32768  # a row tile and its products stay within 256 KiB (half of a 512 KiB-1 MiB L2)
+TILE_DOUBLES = 65536  # a row tile and its products stay within 512 KiB (half of a 1 MiB L2)
 MAX_TILE_ROWS = 256
 PARALLEL_TILE_ROWS = 256  # rows per prange task in the parallel variants
 
 
-@intrinsic
-def fma(typingctx, a, b, c):  # type: ignore[no-untyped-def]
+def _fma_intrinsic(typingctx, a, b, c):  # type: ignore[no-untyped-def]
     """a * b + c with one rounding (llvm.fma): exact IEEE, so no fastmath is needed for the fused instruction."""
     sig = types.float64(types.float64, types.float64, types.float64)
 
@@ -31,8 +35,7 @@ def fma(typingctx, a, b, c):  # type: ignore[no-untyped-def]
     return sig, codegen
 
 
-@intrinsic
-def ieee_div(typingctx, a, b):  # type: ignore[no-untyped-def]
+def _ieee_div_intrinsic(typingctx, a, b):  # type: ignore[no-untyped-def]
     """a / b as IEEE division: numba's `/` checks for a zero divisor, a branch that keeps loops from vectorising."""
     sig = types.float64(types.float64, types.float64)
 
@@ -42,6 +45,11 @@ def ieee_div(typingctx, a, b):  # type: ignore[no-untyped-def]
     return sig, codegen
 
 
+# LLVM intrinsics callable from kernels (typed Any for mypy: numba supplies typingctx).
+fma: Any = intrinsic(_fma_intrinsic)
+ieee_div: Any = intrinsic(_ieee_div_intrinsic)
+
+
 @kernel
 def tile_rows(width: int) -> int:
     """Rows per tile so that a tile of `width` float64 columns fits TILE_DOUBLES."""
@@ -49,11 +57,27 @@ def tile_rows(width: int) -> int:
 
 
 @kernel
-def affine_rows(X: np.ndarray, r0: int, m: int, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray, xb: np.ndarray) -> None:
-    """xb[q, j] = (X[r0 + q, j] - shift[j]) * scale[j] + offset[j] in float64, for q < m."""
+def is_identity(shift: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> bool:
+    """True when (shift, scale, offset) = (0, 1, 0): the pre-scaling can be skipped."""
+    for j in range(shift.shape[0]):
+        if shift[j] != 0.0 or scale[j] != 1.0 or offset[j] != 0.0:
+            return False
+    return True
+
+
+@kernel
+def affine_rows(
+    X: np.ndarray, r0: int, m: int, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray, identity: bool, xb: np.ndarray
+) -> None:
+    """xb[q, j] = (X[r0 + q, j] - shift[j]) * scale[j] + offset[j] in float64, for q < m (a plain copy when `identity`)."""
     # Subtracting before scaling keeps StandardScaler exact for features whose mean dwarfs their spread;
     # MinMaxScaler (shift 0) is then bit-identical to scikit-learn's x * scale_ + min_.
     n_features = X.shape[1]
+    if identity:
+        for q in range(m):
+            for j in range(n_features):
+                xb[q, j] = np.float64(X[r0 + q, j])
+        return
     for q in range(m):
         for j in range(n_features):
             xb[q, j] = (np.float64(X[r0 + q, j]) - shift[j]) * scale[j] + offset[j]
@@ -69,10 +93,16 @@ def _project_rows(
     n_out = components_t.shape[1]
     rows = tile_rows(max(n_features, n_out))
     xb = np.empty((rows, n_features))
+    identity = is_identity(shift, scale, offset)
+    plain = True
+    for c in range(n_out):
+        plain = plain and bias[c] == 0.0 and divisor[c] == 1.0
     for a in range(r0, r1, rows):
         m = min(rows, r1 - a)
-        affine_rows(X, a, m, shift, scale, offset, xb)
+        affine_rows(X, a, m, shift, scale, offset, identity, xb)
         np.dot(xb[:m], components_t, out[a:a + m])
+        if plain:
+            continue
         for q in range(a, a + m):
             for c in range(n_out):
                 # scikit-learn's order: project, subtract the projected mean, then divide.

@@ -1,15 +1,18 @@
 """Kernel SVM scoring (SVC, NuSVC, SVR, NuSVR, OneClassSVM), reproducing scikit-learn's libsvm.
 
-`svm_decision` computes K(x, sv) for a tile of rows at a time (one GEMM, then the
-kernel's elementwise map), and every output column (one-vs-one pair, or the
-single regression / one-class output) contracts the same tile, so the kernel
-values are shared by all pairs. The finishing kernels turn its one-vs-one values
-into labels, the ovr shape, or libsvm's Platt-scaled, pairwise-coupled probabilities.
+`svm_decision` works on a tile of rows at a time and, within it, on one class's
+support vectors at a time: one GEMM for the dot products, then the kernel's
+elementwise map (a vectorised exp for rbf), then one small GEMM that adds the
+block's kernel values into every one-vs-one pair that class takes part in, so
+each K(x, sv) is computed once and shared by all pairs. The finishing kernels turn
+the one-vs-one values into labels, the ovr shape, or libsvm's Platt-scaled,
+pairwise-coupled probabilities.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from llvmlite import ir
@@ -17,7 +20,15 @@ from numba import prange, types
 from numba.core.extending import intrinsic
 
 from tensorwire.kernels.config import kernel, parallel_kernel
-from tensorwire.kernels.decomposition import PARALLEL_TILE_ROWS, affine_rows, fma, ieee_div, tile_rows
+from tensorwire.kernels.decomposition import (
+    PARALLEL_TILE_ROWS,
+    TILE_DOUBLES,
+    affine_rows,
+    fma,
+    ieee_div,
+    is_identity,
+    tile_rows,
+)
 
 LINEAR, POLY, RBF, SIGMOID = 0, 1, 2, 3
 KERNEL_CODES: dict[str, int] = {"linear": LINEAR, "poly": POLY, "rbf": RBF, "sigmoid": SIGMOID}
@@ -30,8 +41,7 @@ _LN2_HI = 6.93147180369123816490e-01  # fdlibm's split of ln 2: k * _LN2_HI is e
 _LN2_LO = 1.90821492927058770002e-10
 
 
-@intrinsic
-def _bits_to_float(typingctx, bits):  # type: ignore[no-untyped-def]
+def _bits_to_float_intrinsic(typingctx, bits):  # type: ignore[no-untyped-def]
     """The float64 whose IEEE-754 bit pattern is the int64 `bits`."""
     sig = types.float64(types.int64)
 
@@ -39,6 +49,9 @@ def _bits_to_float(typingctx, bits):  # type: ignore[no-untyped-def]
         return builder.bitcast(args[0], ir.DoubleType())
 
     return sig, codegen
+
+
+_bits_to_float: Any = intrinsic(_bits_to_float_intrinsic)
 
 
 @kernel
@@ -85,10 +98,24 @@ def _kernel_map(
             for s in range(n_sv):
                 d = fma(-2.0, kb[q, s], xq + sq_norms[s])
                 kb[q, s] = exp_nonpositive(-gamma * max(d, 0.0))
+    elif kernel_code == POLY and 1 <= degree <= 4:
+        # libsvm's powi (square and multiply) spelled out for the usual degrees: the same products in the same order,
+        # so values are bit-identical for the same base, in one vectorised pass.
+        for q in range(m):
+            for s in range(n_sv):
+                b = gamma * kb[q, s] + coef0
+                if degree == 1:
+                    kb[q, s] = b
+                elif degree == 2:
+                    kb[q, s] = b * b
+                elif degree == 3:
+                    kb[q, s] = b * (b * b)
+                else:
+                    b2 = b * b
+                    kb[q, s] = b2 * b2
     elif kernel_code == POLY:
         for q in range(m):
-            # libsvm's powi (square and multiply) with the loop over exponent bits outside, so each pass vectorises;
-            # the products happen in libsvm's order, so values are bit-identical for the same base.
+            # The general powi with the loop over exponent bits outside, so each pass vectorises.
             for s in range(n_sv):
                 kb[q, s] = gamma * kb[q, s] + coef0
                 ret[s] = 1.0
@@ -111,7 +138,7 @@ def _kernel_map(
 @kernel
 def _svm_rows(
     X: np.ndarray, r0: int, r1: int, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
-    sv: np.ndarray, sv_sq_norms: np.ndarray, coef_t: np.ndarray, block_bounds: np.ndarray, block_outputs: np.ndarray,
+    sv: np.ndarray, sv_sq_norms: np.ndarray, centre: np.ndarray, coef_t: np.ndarray, block_bounds: np.ndarray, block_outputs: np.ndarray,
     intercept: np.ndarray, kernel_code: int, gamma: float, coef0: float, degree: int, out: np.ndarray,
 ) -> None:
     """`svm_decision` for rows r0 <= r < r1, one tile of rows (and its kernel values, one class block at a time) at a time."""
@@ -123,61 +150,69 @@ def _svm_rows(
     for b in range(n_blocks):
         widest = max(widest, block_bounds[b + 1] - block_bounds[b])
     rows = tile_rows(max(widest, n_features))
+    step = max(1, TILE_DOUBLES // rows)
     xb = np.empty((rows, n_features))
+    identity = is_identity(shift, scale, offset)
     xx = np.zeros(rows)
     part = np.empty((rows, n_coef))
-    ret = np.empty(widest)
+    ret = np.empty(min(widest, step))
     for a in range(r0, r1, rows):
         m = min(rows, r1 - a)
-        affine_rows(X, a, m, shift, scale, offset, xb)
+        affine_rows(X, a, m, shift, scale, offset, identity, xb)
         if kernel_code == RBF:
             for q in range(m):
                 acc = 0.0
                 for j in range(n_features):
+                    # After the scaler, not folded into its offset: x' itself is rounded exactly as scikit-learn rounds it.
+                    xb[q, j] -= centre[j]
                     acc = fma(xb[q, j], xb[q, j], acc)
                 xx[q] = acc
         for q in range(m):
             for c in range(n_out):
                 out[a + q, c] = intercept[c]
         for b in range(n_blocks):
-            lo = block_bounds[b]
-            hi = block_bounds[b + 1]
-            if hi == lo:
-                continue
-            # A block is one class's support vectors: its kernel values are computed once and feed every pair of that class.
-            kb = np.empty((m, hi - lo))
-            np.dot(xb[:m], sv[lo:hi].T, kb)
-            _kernel_map(kb, m, xx, sv_sq_norms[lo:hi], kernel_code, gamma, coef0, degree, ret)
-            np.dot(kb, coef_t[lo:hi], part[:m])
-            for q in range(m):
-                for k in range(n_coef):
-                    c = block_outputs[b, k]
-                    if c >= 0:
-                        out[a + q, c] += part[q, k]
+            # A block is one class's support vectors: its kernel values are computed once and feed every pair of that
+            # class. A class wider than the tile budget goes in slices, so no tile outgrows TILE_DOUBLES.
+            for lo in range(block_bounds[b], block_bounds[b + 1], step):
+                hi = min(block_bounds[b + 1], lo + step)
+                kb = np.empty((m, hi - lo))
+                np.dot(xb[:m], sv[lo:hi].T, kb)
+                _kernel_map(kb, m, xx, sv_sq_norms[lo:hi], kernel_code, gamma, coef0, degree, ret)
+                if n_coef == 1:
+                    column = np.dot(kb, coef_t.reshape(coef_t.shape[0])[lo:hi])  # gemv: BLAS's gemm is slow for one column
+                    for q in range(m):
+                        part[q, 0] = column[q]
+                else:
+                    np.dot(kb, coef_t[lo:hi], part[:m])
+                for q in range(m):
+                    for k in range(n_coef):
+                        c = block_outputs[b, k]
+                        if c >= 0:
+                            out[a + q, c] += part[q, k]
 
 
 @kernel
 def svm_decision(
     X: np.ndarray, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
-    sv: np.ndarray, sv_sq_norms: np.ndarray, coef_t: np.ndarray, block_bounds: np.ndarray, block_outputs: np.ndarray,
+    sv: np.ndarray, sv_sq_norms: np.ndarray, centre: np.ndarray, coef_t: np.ndarray, block_bounds: np.ndarray, block_outputs: np.ndarray,
     intercept: np.ndarray, kernel_code: int, gamma: float, coef0: float, degree: int, out: np.ndarray,
 ) -> None:
-    """out[r, c] = intercept[c] + sum_b sum_{k: block_outputs[b, k] = c} sum_{s in block b} coef_t[s, k] K(x'_r, sv_s), x' = (x - shift) scale + offset."""
-    _svm_rows(X, 0, X.shape[0], shift, scale, offset, sv, sv_sq_norms, coef_t, block_bounds, block_outputs,
+    """out[r, c] = intercept[c] + sum_b sum_{k: block_outputs[b, k] = c} sum_{s in block b} coef_t[s, k] K(x'_r - centre, sv_s), x' = (x - shift) scale + offset."""
+    _svm_rows(X, 0, X.shape[0], shift, scale, offset, sv, sv_sq_norms, centre, coef_t, block_bounds, block_outputs,
               intercept, kernel_code, gamma, coef0, degree, out)
 
 
 @parallel_kernel
 def svm_decision_parallel(
     X: np.ndarray, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
-    sv: np.ndarray, sv_sq_norms: np.ndarray, coef_t: np.ndarray, block_bounds: np.ndarray, block_outputs: np.ndarray,
+    sv: np.ndarray, sv_sq_norms: np.ndarray, centre: np.ndarray, coef_t: np.ndarray, block_bounds: np.ndarray, block_outputs: np.ndarray,
     intercept: np.ndarray, kernel_code: int, gamma: float, coef0: float, degree: int, out: np.ndarray,
 ) -> None:
     """`svm_decision` with row tiles spread over numba's threads (batches of config.PARALLEL_MIN_ROWS or more)."""
     n = X.shape[0]
     for t in prange((n + PARALLEL_TILE_ROWS - 1) // PARALLEL_TILE_ROWS):
         r0 = t * PARALLEL_TILE_ROWS
-        _svm_rows(X, r0, min(n, r0 + PARALLEL_TILE_ROWS), shift, scale, offset, sv, sv_sq_norms, coef_t, block_bounds,
+        _svm_rows(X, r0, min(n, r0 + PARALLEL_TILE_ROWS), shift, scale, offset, sv, sv_sq_norms, centre, coef_t, block_bounds,
                   block_outputs, intercept, kernel_code, gamma, coef0, degree, out)
 
 
@@ -282,9 +317,7 @@ def _couple_pairwise(k: int, r: np.ndarray, q: np.ndarray, qp: np.ndarray, p: np
             pqp += p[t] * qp[t]
         max_error = 0.0
         for t in range(k):
-            error = abs(qp[t] - pqp)
-            if error > max_error:
-                max_error = error
+            max_error = max(max_error, abs(qp[t] - pqp))
         if max_error < eps:
             break
         for t in range(k):
@@ -327,17 +360,16 @@ def one_class_predict(decision: np.ndarray, out: np.ndarray) -> None:
         out[r] = 1 if decision[r, 0] > 0.0 else -1
 
 
-def support_vector_params(support_vectors: np.ndarray, kernel_name: str, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(sv, sv_sq_norms, offset) for `svm_decision`: for rbf the support vectors are centred on their mean and the offset shifted to match."""
+def support_vector_params(support_vectors: np.ndarray, kernel_name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sv, sv_sq_norms, centre) for `svm_decision`: for rbf the support vectors minus their mean, their squared norms and the mean; else as given, 0, 0."""
     sv = np.asarray(support_vectors, dtype=np.float64)
-    offset = np.asarray(offset, dtype=np.float64)
+    centre = np.zeros(sv.shape[1])
     if kernel_name == "rbf":
         # |x - sv| is shift-invariant; centring keeps |x|^2 + |sv|^2 - 2 x.sv free of cancellation for data far from 0.
         centre = sv.mean(axis=0)
         sv = sv - centre
-        offset = offset - centre
     sv_sq_norms = np.einsum("ij,ij->i", sv, sv) if kernel_name == "rbf" else np.zeros(sv.shape[0])
-    return np.ascontiguousarray(sv), sv_sq_norms, offset
+    return np.ascontiguousarray(sv), sv_sq_norms, centre
 
 
 def svc_coefficients(dual_coef: np.ndarray, n_support: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -346,7 +378,7 @@ def svc_coefficients(dual_coef: np.ndarray, n_support: np.ndarray) -> tuple[np.n
     n_support = np.asarray(n_support, dtype=np.int64)
     k = len(n_support)
     if k == 2:
-        # Both classes feed the single pair through the single row: one block, no copy.
+        # Both classes feed the single pair through the single row of dual_coef_: one block, one GEMM.
         return coef_t, np.array([0, int(n_support.sum())], dtype=np.int64), np.zeros((1, 1), dtype=np.int64)
     bounds = np.concatenate([[0], np.cumsum(n_support)]).astype(np.int64)
     pair_index = -np.ones((k, k), dtype=np.int64)
@@ -367,3 +399,21 @@ def single_output_coefficients(dual_coef: np.ndarray) -> tuple[np.ndarray, np.nd
     """(coef_t, block_bounds, block_outputs) for SVR, NuSVR and OneClassSVM: one output from dual_coef_[0]."""
     coef = np.asarray(dual_coef, dtype=np.float64).reshape(1, -1)
     return np.ascontiguousarray(coef.T), np.array([0, coef.shape[1]], dtype=np.int64), np.zeros((1, 1), dtype=np.int64)
+
+
+def linear_kernel_weights(
+    support_vectors: np.ndarray, coef_t: np.ndarray, block_bounds: np.ndarray, block_outputs: np.ndarray, n_outputs: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(sv, sv_sq_norms, centre, coef_t, block_bounds, block_outputs) folding kernel='linear': sum_s a_s (x . sv_s) = x . w, w = sum_s a_s sv_s."""
+    # One weight row per output replaces all support vectors: O(n_features) per output instead of O(n_features n_sv).
+    sv = np.asarray(support_vectors, dtype=np.float64)
+    weights = np.zeros((n_outputs, sv.shape[1]))
+    for b in range(len(block_bounds) - 1):
+        lo, hi = int(block_bounds[b]), int(block_bounds[b + 1])
+        for k in range(block_outputs.shape[1]):
+            c = int(block_outputs[b, k])
+            if c >= 0:
+                weights[c] += coef_t[lo:hi, k] @ sv[lo:hi]
+    n_features = sv.shape[1]
+    return (weights, np.zeros(n_outputs), np.zeros(n_features), np.eye(n_outputs),
+            np.array([0, n_outputs], dtype=np.int64), np.arange(n_outputs, dtype=np.int64).reshape(1, -1))
