@@ -92,9 +92,9 @@ def serve_single_process(config: ServerConfig) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if config.metrics_port:
-        from tensorwire.server.metrics import serve_metrics
+        from tensorwire.server.metrics import ServerCollector, serve_metrics
 
-        serve_metrics(config.host, config.metrics_port)
+        serve_metrics(config.host, config.metrics_port, ServerCollector(lambda: [server.handler.metrics_snapshot()]))
     server.start(config.initial_models())
     if config.model_control_mode == "poll":
         RepositoryPoller(

@@ -6,6 +6,7 @@ raised as a `tensorwire.server.errors` exception and mapped to a status there.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,6 +33,7 @@ class InferenceHandler:
         self.statistics = StatisticsBook()
         self.cluster: Cluster = cluster or LocalCluster(self.execute)
         self.repository_api = repository_api  # RepositoryModelLoad/Unload allowed (explicit model control)
+        self.worker = 0  # this process's index among the workers
         self.ready = False  # set once the initial repository load is done
         self.on_repository_change: Callable[[], None] = lambda: None  # e.g. refresh health statuses
 
@@ -95,6 +97,16 @@ class InferenceHandler:
         ]
         return pb.ModelStatisticsResponse(model_stats=stats)
 
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """This process's counters as plain data, for the metrics endpoint."""
+        return {
+            "worker": self.worker,
+            "pid": os.getpid(),
+            "models_loaded": self.repository.ready_count(),
+            "load_failures": [{"model": m, "version": v, "count": n} for (m, v), n in self.repository.load_failures.items()],
+            "versions": [{"model": m, "version": v, **s.metrics_snapshot()} for (m, v), s in self.statistics.snapshot().items()],
+        }
+
     # ---- repository ------------------------------------------------------------
 
     def repository_index(self, request: pb.RepositoryIndexRequest) -> pb.RepositoryIndexResponse:
@@ -149,6 +161,8 @@ class InferenceHandler:
             return {}
         if op == "statistics":
             return self.local_statistics(args["name"], args["version"]).SerializeToString()
+        if op == "metrics":
+            return self.metrics_snapshot()
         raise ValueError(f"unknown cluster operation '{op}'")
 
     # ---- inference ---------------------------------------------------------------

@@ -10,6 +10,7 @@ its reason, and never stops the other models from serving.
 from __future__ import annotations
 
 import functools
+from collections import Counter
 import logging
 import pathlib
 import threading
@@ -22,7 +23,6 @@ import numpy as np
 from tensorwire.kernels.validation import first_nonfinite_row
 from tensorwire.server.errors import ModelNotFoundError, ModelNotReadyError
 from tensorwire.server.layout import file_fingerprint, is_model_name, model_names, version_numbers
-from tensorwire.server.metrics import MODEL_LOAD_FAILURES, MODELS_LOADED
 from tensorwire.server.model_config import ModelConfigError, read_model_config
 from tensorwire.server.model_format import MODEL_FILE, Manifest, ModelFormatError, TensorSpec, load_model
 from tensorwire.server.scoring import Scorer, build_scorer
@@ -101,6 +101,7 @@ class ModelRepository:
         self.root = pathlib.Path(root)
         self._models: dict[str, ModelEntry] = {}
         self._write_lock = threading.Lock()
+        self.load_failures: Counter[tuple[str, str]] = Counter()
 
     def load_all(self, names: list[str] | None = None) -> None:
         """Load the named models, or every model found under the root."""
@@ -125,7 +126,6 @@ class ModelRepository:
             old = self._models.get(name, ModelEntry(name))
             entry = ModelEntry(name, self._load_versions(name, model_dir, old))
             self._models = {**self._models, name: entry}
-            self._count_ready()
         return entry
 
     def require_model_dir(self, name: str) -> pathlib.Path:
@@ -162,11 +162,11 @@ class ModelRepository:
             if name not in self._models:
                 raise ModelNotFoundError(f"model '{name}' is not loaded")
             self._models = {k: v for k, v in self._models.items() if k != name}
-            self._count_ready()
         log.info("model %s unloaded", name)
 
-    def _count_ready(self) -> None:
-        MODELS_LOADED.set(sum(s.state == READY for e in self._models.values() for s in e.versions.values()))
+    def ready_count(self) -> int:
+        """Model versions ready to serve."""
+        return sum(s.state == READY for e in self._models.values() for s in e.versions.values())
 
     def _load_version(self, name: str, version: str, path: pathlib.Path, previous: VersionStatus | None) -> VersionStatus:
         fingerprint = file_fingerprint(path)
@@ -178,7 +178,7 @@ class ModelRepository:
         except Exception as exc:  # a model must never take the server down with it
             reason = str(exc) if isinstance(exc, ModelFormatError) else f"{type(exc).__name__}: {exc}"
             log.error("model %s version %s failed to load: %s", name, version, reason)
-            MODEL_LOAD_FAILURES.labels(name, version).inc()
+            self.load_failures[(name, version)] += 1
             if previous is not None and previous.model is not None:
                 return VersionStatus(version, READY, f"reload failed, serving the previous copy: {reason}", previous.model)
             return VersionStatus(version, UNAVAILABLE, reason)

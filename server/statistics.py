@@ -1,13 +1,23 @@
-"""Per model-version inference statistics, in the shape of Triton's ModelStatistics, mirrored to Prometheus."""
+"""Per model-version inference statistics: Triton's ModelStatistics and the Prometheus metrics both read them.
+
+The request path only adds integers under a per-version lock (about a
+microsecond); turning them into protobuf or Prometheus text happens when
+someone asks, in whichever process asks.
+"""
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from tensorwire.protos import inference_pb2 as pb
-from tensorwire.server.metrics import ModelMetrics
+
+LATENCY_BUCKETS_NS = (50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 25_000_000, 100_000_000, 1_000_000_000)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 
 
 @dataclass
@@ -24,6 +34,25 @@ class Duration:
 
 
 @dataclass
+class Histogram:
+    """Counts per bucket (non-cumulative; the last one is +Inf) and the sum of what was observed."""
+
+    bounds: tuple[int, ...]
+    counts: list[int] = field(default_factory=list)
+    total: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: int) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"counts": list(self.counts), "sum": self.total}
+
+
+@dataclass
 class VersionStatistics:
     last_inference_ms: int = 0
     inference_count: int = 0  # rows scored
@@ -33,27 +62,31 @@ class VersionStatistics:
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
-    metrics: ModelMetrics | None = None
+    failures: Counter[str] = field(default_factory=Counter)  # by gRPC status name
+    request_ns: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_NS))
+    compute_ns: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_NS))
+    batch_rows: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record_success(self, rows: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
-        if self.metrics is not None:
-            self.metrics.record_success(rows, (input_ns + infer_ns + output_ns) * 1e-9, infer_ns * 1e-9)
+        total_ns = input_ns + infer_ns + output_ns
         with self.lock:
             self.last_inference_ms = time.time_ns() // 1_000_000
             self.inference_count += rows
             self.execution_count += 1
-            self.success.add(input_ns + infer_ns + output_ns)
+            self.success.add(total_ns)
             self.compute_input.add(input_ns)
             self.compute_infer.add(infer_ns)
             self.compute_output.add(output_ns)
+            self.request_ns.observe(total_ns)
+            self.compute_ns.observe(infer_ns)
+            self.batch_rows.observe(rows)
 
     def record_failure(self, ns: int, outcome: str) -> None:
-        if self.metrics is not None:
-            self.metrics.record_failure(outcome)
         with self.lock:
             self.last_inference_ms = time.time_ns() // 1_000_000
             self.fail.add(ns)
+            self.failures[outcome] += 1
 
     def to_proto(self, name: str, version: str) -> pb.ModelStatistics:
         with self.lock:
@@ -73,6 +106,17 @@ class VersionStatistics:
                 ),
             )
 
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """Plain data for the metrics endpoint (it crosses the process boundary)."""
+        with self.lock:
+            return {
+                "outcomes": {"success": self.success.count, **self.failures},
+                "rows": self.inference_count,
+                "request_ns": self.request_ns.snapshot(),
+                "compute_ns": self.compute_ns.snapshot(),
+                "batch_rows": self.batch_rows.snapshot(),
+            }
+
 
 class StatisticsBook:
     """Statistics for every (model, version) that has been asked for."""
@@ -85,10 +129,7 @@ class StatisticsBook:
         stats = self._by_version.get((name, version))
         if stats is None:
             with self._lock:
-                stats = self._by_version.get((name, version))
-                if stats is None:
-                    stats = VersionStatistics(metrics=ModelMetrics.bind(name, version))
-                    self._by_version[(name, version)] = stats
+                stats = self._by_version.setdefault((name, version), VersionStatistics())
         return stats
 
     def snapshot(self) -> dict[tuple[str, str], VersionStatistics]:
@@ -110,8 +151,8 @@ def merge_statistics(parts: list[pb.ModelStatisticsResponse]) -> pb.ModelStatist
             total.last_inference = max(total.last_inference, stats.last_inference)
             total.inference_count += stats.inference_count
             total.execution_count += stats.execution_count
-            for field in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
-                into, add = getattr(total.inference_stats, field), getattr(stats.inference_stats, field)
+            for name in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
+                into, add = getattr(total.inference_stats, name), getattr(stats.inference_stats, name)
                 into.count += add.count
                 into.ns += add.ns
     return pb.ModelStatisticsResponse(model_stats=[merged[k] for k in sorted(merged)])

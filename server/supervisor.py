@@ -85,6 +85,8 @@ class Supervisor:
         self._stopping = threading.Event()
         self._mutation_lock = threading.Lock()
         self._models = self.config.initial_models()  # what a (re)started worker loads; None: everything
+        self._restarts = 0
+        self._last_metrics: dict[int, dict[str, Any]] = {}  # by worker pid; dead workers keep their last
 
     def run(self) -> int:
         with reserve_port(self.config.host, self.config.grpc_port) as port:
@@ -92,9 +94,9 @@ class Supervisor:
             log.info("listening on %s:%d; starting %d workers", self.config.host, port, self.config.workers)
             self._install_signal_handlers()
             if self.config.metrics_port:
-                from tensorwire.server.metrics import serve_metrics
+                from tensorwire.server.metrics import ServerCollector, serve_metrics
 
-                serve_metrics(self.config.host, self.config.metrics_port)
+                serve_metrics(self.config.host, self.config.metrics_port, ServerCollector(self.metrics_snapshots, lambda: self._restarts))
             self.slots = [WorkerSlot(i) for i in range(self.config.workers)]
             for slot in self.slots:
                 self._start(slot)
@@ -130,9 +132,7 @@ class Supervisor:
                 if slot.process is not None and not slot.process.is_alive() and not self._stopping.is_set():
                     self._schedule_restart(slot, now)
                 if slot.restart_at is not None and now >= slot.restart_at and not self._stopping.is_set():
-                    from tensorwire.server.metrics import WORKER_RESTARTS
-
-                    WORKER_RESTARTS.inc()
+                    self._restarts += 1
                     self._start(slot)
 
     def _schedule_restart(self, slot: WorkerSlot, now: float) -> None:
@@ -143,10 +143,6 @@ class Supervisor:
         slot.quick_failures = 0 if lived >= STABLE_AFTER else slot.quick_failures + 1
         delay = min(RESTART_BACKOFF_MAX, RESTART_BACKOFF_FIRST * 2 ** max(0, slot.quick_failures - 1))
         log.warning("worker %d (pid %d) %s after %.1fs; restarting in %.1fs", slot.index, slot.process.pid, cause, lived, delay)
-        from tensorwire.server.metrics import mark_process_dead
-
-        if slot.process.pid is not None:
-            mark_process_dead(slot.process.pid)
         if slot.channel is not None:
             slot.channel.close()
         slot.process, slot.channel, slot.restart_at = None, None, now + delay
@@ -209,6 +205,13 @@ class Supervisor:
         for thread in threads:
             thread.join()
         return sorted(outcomes, key=lambda o: o.worker)
+
+    def metrics_snapshots(self) -> list[dict[str, Any]]:
+        """Every worker's counters, live ones fresh, dead ones as last seen (totals never go backwards)."""
+        for outcome in self.broadcast("metrics", {}):
+            if outcome.ok:
+                self._last_metrics[outcome.result["pid"]] = outcome.result
+        return list(self._last_metrics.values())
 
     def _remember(self, op: str, name: str) -> None:
         """Keep the set of loaded models, so that a restarted worker loads the same."""

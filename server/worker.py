@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import signal
 import sys
 import threading
@@ -32,7 +31,6 @@ def _die_with_parent() -> None:
 def worker_main(config: Any, index: int, conn: Connection, models: list[str] | None, log_level: str, log_format: str) -> None:
     """Entry point of a spawned worker process."""
     _die_with_parent()
-    os.environ["TENSORWIRE_WORKER_INDEX"] = str(index)  # read when the metrics module is imported
     from tensorwire.server.logs import configure_logging
 
     configure_logging(log_level, log_format, f"worker-{index}")
@@ -43,6 +41,7 @@ def worker_main(config: Any, index: int, conn: Connection, models: list[str] | N
     from tensorwire.server.control import ControlChannel
 
     server = Server(config, reuse_port=True)
+    server.handler.worker = index
 
     def stop(*_: object) -> None:
         threading.Thread(target=server.stop, daemon=True).start()

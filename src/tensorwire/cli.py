@@ -47,9 +47,13 @@ def _serve(args: argparse.Namespace) -> int:
     if not os.path.isdir(repository):
         print(f"tensorwire serve: model repository {repository!r} is not a directory", file=sys.stderr)
         return 2
+    # BLAS pools size themselves when numpy loads: cap them before it does, or every worker
+    # process spawns one thread per core and they fight (kernels call BLAS through numba).
+    threads = os.environ.get("TENSORWIRE_KERNEL_THREADS", "1")
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, threads)
     from tensorwire.server.config import ServerConfig
     from tensorwire.server.logs import configure_logging
-    from tensorwire.server.metrics_directory import remove_metrics_directory, use_metrics_directory
 
     configure_logging(args.log_level, args.log_format, "main" if args.workers == 1 else "supervisor")
     try:
@@ -69,7 +73,6 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"tensorwire serve: {exc}", file=sys.stderr)
         return 1
-    metrics_dir = use_metrics_directory()  # before anything imports prometheus_client
     try:
         if config.workers == 1:
             from tensorwire.server.app import serve_single_process
@@ -82,8 +85,6 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"tensorwire serve: {exc}", file=sys.stderr)
         return 1
-    finally:
-        remove_metrics_directory(metrics_dir)
     return 0
 
 
