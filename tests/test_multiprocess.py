@@ -125,6 +125,9 @@ def test_requests_spread_over_every_worker(start_tensorwire: Any, repository: pa
     per_worker = {w: sum(metric_values(text, "tensorwire_requests_total", model="steady", worker=w)) for w in ("0", "1")}
     assert all(count > 0 for count in per_worker.values()), per_worker
     assert sum(per_worker.values()) == sent
+    assert metric_values(text, "tensorwire_request_duration_seconds_count", model="steady") == [sent]
+    assert metric_values(text, "tensorwire_batch_size_sum", model="steady") == [4 * sent]
+    assert metric_values(text, "tensorwire_models_loaded", worker="0") == [2]
     with InferenceClient(server.url) as client:
         stats = client.model_statistics("steady").model_stats[0]
     assert stats.inference_stats.success.count == sent
@@ -132,7 +135,9 @@ def test_requests_spread_over_every_worker(start_tensorwire: Any, repository: pa
 
 
 def test_a_killed_worker_is_replaced_and_only_in_flight_requests_fail(start_tensorwire: Any, repository: pathlib.Path, tmp_path: pathlib.Path) -> None:
-    server = start_tensorwire(repository, "--workers", "2")
+    metrics_port = free_port()
+    server = start_tensorwire(repository, "--workers", "2", "--metrics-port", str(metrics_port))
+    wait_for_log(server, r"worker \d ready(.|\n)*worker \d ready")
     workers = children(server.process.pid)
     assert len(workers) == 2, workers
     with load(server.url, "steady", tmp_path, processes=2, channels=4) as results:
@@ -145,6 +150,7 @@ def test_a_killed_worker_is_replaced_and_only_in_flight_requests_fail(start_tens
     # only the requests in flight on the killed worker can fail: one per client channel at most
     assert len(failures) <= 2 * 4, failures
     assert len(children(server.process.pid)) == 2
+    assert metric_values(scrape(metrics_port), "tensorwire_worker_restarts_total") == [1]
 
 
 def test_hot_reload_under_load_fails_no_request(start_tensorwire: Any, repository: pathlib.Path, tmp_path: pathlib.Path, fitted_reload_versions: int = 3) -> None:
