@@ -5,6 +5,7 @@
     ├── ModelNotReadyError           UNAVAILABLE: known, but failed to load or is loading
     ├── UnavailableError             UNAVAILABLE: the server cannot do this now (or in this mode)
     ├── InvalidRequestError          INVALID_ARGUMENT: the request disagrees with the model
+    ├── DeadlineExceededError        DEADLINE_EXCEEDED: the caller's deadline passed before scoring
     └── UnsupportedError             UNIMPLEMENTED: an RPC or feature not served (yet)
 
 The servicer maps them to statuses in one place; messages name the model, the
@@ -34,6 +35,10 @@ class UnavailableError(TensorwireError):
 
 class InvalidRequestError(TensorwireError):
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class DeadlineExceededError(TensorwireError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 class UnsupportedError(TensorwireError):

@@ -18,7 +18,7 @@ from tensorwire.kernels.validation import first_nonfinite_row
 from tensorwire.protos import inference_pb2 as pb
 from tensorwire.protos.codec import DATATYPES, TensorDecodeError, decode_tensor, encode_raw
 from tensorwire.server.cluster import Cluster, LocalCluster
-from tensorwire.server.errors import InvalidRequestError, TensorwireError, UnavailableError
+from tensorwire.server.errors import DeadlineExceededError, InvalidRequestError, TensorwireError, UnavailableError
 from tensorwire.server.repository import READY, UNAVAILABLE, Model, ModelRepository
 from tensorwire.server.statistics import StatisticsBook, merge_statistics
 
@@ -167,15 +167,22 @@ class InferenceHandler:
 
     # ---- inference ---------------------------------------------------------------
 
-    def model_infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    def model_infer(self, request: pb.ModelInferRequest, deadline: float | None = None) -> pb.ModelInferResponse:
+        """Score one request; `deadline` (time.monotonic seconds) passed means it is not scored."""
         model = self.repository.get(request.model_name, request.model_version)
         stats = self.statistics.of(model.name, model.version)
         t0 = time.perf_counter_ns()
         try:
             X = _decode_input(model, request)
             names = _requested_outputs(model, request.outputs)
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceededError(f"model '{model.name}': the request's deadline passed before it was scored")
             t1 = time.perf_counter_ns()
-            results = model.scorer.score(X, names)
+            if model.batcher is None:
+                results, queue_ns, executed = model.scorer.score(X, names), 0, True
+            else:
+                batch = model.batcher.score(X, names, deadline)
+                results, queue_ns, executed = batch.outputs, int(batch.queue_seconds * 1e9), batch.executed
             t2 = time.perf_counter_ns()
             response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
             for name, array in zip(names, results):
@@ -184,7 +191,7 @@ class InferenceHandler:
         except Exception as exc:
             stats.record_failure(time.perf_counter_ns() - t0, exc.code.name if isinstance(exc, TensorwireError) else "INTERNAL")
             raise
-        stats.record_success(X.shape[0], t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
+        stats.record_success(X.shape[0], t1 - t0, t2 - t1 - queue_ns, time.perf_counter_ns() - t2, queue_ns, executed)
         return response
 
 

@@ -23,7 +23,8 @@ import numpy as np
 from tensorwire.kernels.validation import first_nonfinite_row
 from tensorwire.server.errors import ModelNotFoundError, ModelNotReadyError
 from tensorwire.server.layout import file_fingerprint, is_model_name, model_names, version_numbers
-from tensorwire.server.model_config import ModelConfigError, read_model_config
+from tensorwire.server.batcher import DynamicBatcher
+from tensorwire.server.model_config import DynamicBatching, ModelConfigError, read_model_config
 from tensorwire.server.model_format import MODEL_FILE, Manifest, ModelFormatError, TensorSpec, load_model
 from tensorwire.server.scoring import Scorer, build_scorer
 
@@ -45,9 +46,11 @@ class Model:
     output_names: tuple[str, ...]
     input_dtype: np.dtype  # type: ignore[type-arg]
     fingerprint: tuple[int, int, int]
+    batching: DynamicBatching | None = None
+    batcher: DynamicBatcher | None = None
 
     @classmethod
-    def load(cls, name: str, version: str, path: pathlib.Path) -> Model:
+    def load(cls, name: str, version: str, path: pathlib.Path, batching: DynamicBatching | None = None) -> Model:
         fingerprint = file_fingerprint(path)
         stored = load_model(path)
         manifest = stored.manifest
@@ -61,9 +64,16 @@ class Model:
             output_names=tuple(o.name for o in manifest.outputs),
             input_dtype=np.dtype("<f4" if manifest.input_datatype == "FP32" else "<f8"),
             fingerprint=fingerprint,
+            batching=batching,
+            batcher=None if batching is None else DynamicBatcher(scorer, batching, f"{name}-{version}"),
         )
         model.warm_up()
         return model
+
+    def close(self) -> None:
+        """Release what a swapped-out version holds (its batching thread)."""
+        if self.batcher is not None:
+            self.batcher.close()
 
     def warm_up(self) -> None:
         """Compile the kernels for the exact array types requests bring (read-only views)."""
@@ -126,6 +136,7 @@ class ModelRepository:
             old = self._models.get(name, ModelEntry(name))
             entry = ModelEntry(name, self._load_versions(name, model_dir, old))
             self._models = {**self._models, name: entry}
+        _close_dropped(old, entry)
         return entry
 
     def require_model_dir(self, name: str) -> pathlib.Path:
@@ -139,18 +150,18 @@ class ModelRepository:
 
     def _load_versions(self, name: str, model_dir: pathlib.Path, old: ModelEntry) -> dict[str, VersionStatus]:
         try:
-            policy = read_model_config(model_dir).version_policy
+            config = read_model_config(model_dir)
         except ModelConfigError as exc:
             log.error("model %s: %s", name, exc)
             return {v: s for v, s in old.versions.items() if s.state == READY} or {"1": VersionStatus("1", UNAVAILABLE, str(exc))}
-        wanted = [str(v) for v in policy.select(version_numbers(model_dir))]
+        wanted = [str(v) for v in config.version_policy.select(version_numbers(model_dir))]
         if not wanted:
             log.error("model %s: no version directory with a %s under %s", name, MODEL_FILE, model_dir)
             return {"1": VersionStatus("1", UNAVAILABLE, f"no version directory with a {MODEL_FILE} matches the version policy")}
         statuses = {}
         for version in wanted:
             previous = old.versions.get(version)
-            status = self._load_version(name, version, model_dir / version / MODEL_FILE, previous)
+            status = self._load_version(name, version, model_dir / version / MODEL_FILE, previous, config.dynamic_batching)
             statuses[version] = status
         if not any(s.state == READY for s in statuses.values()):
             # keep the previous good versions serving beside the failures
@@ -161,20 +172,24 @@ class ModelRepository:
         with self._write_lock:
             if name not in self._models:
                 raise ModelNotFoundError(f"model '{name}' is not loaded")
+            old = self._models[name]
             self._models = {k: v for k, v in self._models.items() if k != name}
+        _close_dropped(old, ModelEntry(name))
         log.info("model %s unloaded", name)
 
     def ready_count(self) -> int:
         """Model versions ready to serve."""
         return sum(s.state == READY for e in self._models.values() for s in e.versions.values())
 
-    def _load_version(self, name: str, version: str, path: pathlib.Path, previous: VersionStatus | None) -> VersionStatus:
+    def _load_version(
+        self, name: str, version: str, path: pathlib.Path, previous: VersionStatus | None, batching: DynamicBatching | None
+    ) -> VersionStatus:
         fingerprint = file_fingerprint(path)
-        if previous is not None and previous.model is not None and previous.model.fingerprint == fingerprint:
+        if previous is not None and previous.model is not None and (previous.model.fingerprint, previous.model.batching) == (fingerprint, batching):
             return previous
         started = time.perf_counter()
         try:
-            model = Model.load(name, version, path)
+            model = Model.load(name, version, path, batching)
         except Exception as exc:  # a model must never take the server down with it
             reason = str(exc) if isinstance(exc, ModelFormatError) else f"{type(exc).__name__}: {exc}"
             log.error("model %s version %s failed to load: %s", name, version, reason)
@@ -226,6 +241,13 @@ class ModelRepository:
         return [name for name in model_names(self.root) if name not in self._models]
 
 
+
+
+def _close_dropped(old: ModelEntry, new: ModelEntry) -> None:
+    kept = {id(s.model) for s in new.versions.values()}
+    for status in old.versions.values():
+        if status.model is not None and id(status.model) not in kept:
+            status.model.close()
 
 
 def _version_key(version: str) -> tuple[int, str]:

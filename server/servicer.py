@@ -7,6 +7,7 @@ single list of RPCs. Domain errors become gRPC statuses here and nowhere else.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 SERVICE_NAME = SERVICE.full_name
 STREAM_METHOD = "ModelStreamInfer"
+INFER_METHOD = "ModelInfer"
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 MESSAGE_CLASSES: dict[str, type[message.Message]] = {
     descriptor.full_name: getattr(pb, descriptor.name) for descriptor in pb.DESCRIPTOR.message_types_by_name.values()
@@ -42,10 +44,27 @@ def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
 
 
+def _deadline(context: grpc.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
 def _unary(method: Callable[[Any], message.Message]) -> Callable[[Any, grpc.ServicerContext], message.Message]:
     def call(request: Any, context: grpc.ServicerContext) -> message.Message:
         try:
             return method(request)
+        except Exception as exc:  # every failure leaves as a status, never as a crash
+            code, details = _status_of(exc)
+            context.abort(code, details)
+            raise  # unreachable: abort raises
+
+    return call
+
+
+def _unary_infer(handler: InferenceHandler) -> Callable[[pb.ModelInferRequest, grpc.ServicerContext], pb.ModelInferResponse]:
+    def call(request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
+        try:
+            return handler.model_infer(request, _deadline(context))
         except Exception as exc:  # every failure leaves as a status, never as a crash
             code, details = _status_of(exc)
             context.abort(code, details)
@@ -59,8 +78,10 @@ def _stream_infer(handler: InferenceHandler) -> Callable[[Iterator[pb.ModelInfer
 
     def call(requests: Iterator[pb.ModelInferRequest], context: grpc.ServicerContext) -> Iterator[pb.ModelStreamInferResponse]:
         for request in requests:
+            if not context.is_active():  # the client cancelled: stop working for it
+                return
             try:
-                yield pb.ModelStreamInferResponse(infer_response=handler.model_infer(request))
+                yield pb.ModelStreamInferResponse(infer_response=handler.model_infer(request, _deadline(context)))
             except Exception as exc:
                 _, details = _status_of(exc)
                 yield pb.ModelStreamInferResponse(
@@ -77,6 +98,11 @@ def inference_service(handler: InferenceHandler) -> grpc.GenericRpcHandler:
     for method in SERVICE.methods:
         request_cls = MESSAGE_CLASSES[method.input_type.full_name]
         response_cls = MESSAGE_CLASSES[method.output_type.full_name]
+        if method.name == INFER_METHOD:
+            methods[method.name] = grpc.unary_unary_rpc_method_handler(
+                _unary_infer(handler), request_cls.FromString, response_cls.SerializeToString
+            )
+            continue
         if method.name == STREAM_METHOD:
             methods[method.name] = grpc.stream_stream_rpc_method_handler(
                 _stream_infer(handler), request_cls.FromString, response_cls.SerializeToString

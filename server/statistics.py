@@ -59,6 +59,7 @@ class VersionStatistics:
     execution_count: int = 0  # kernel calls
     success: Duration = field(default_factory=Duration)
     fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
@@ -68,13 +69,14 @@ class VersionStatistics:
     batch_rows: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record_success(self, rows: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
-        total_ns = input_ns + infer_ns + output_ns
+    def record_success(self, rows: int, input_ns: int, infer_ns: int, output_ns: int, queue_ns: int = 0, executed: bool = True) -> None:
+        total_ns = input_ns + infer_ns + output_ns + queue_ns
         with self.lock:
             self.last_inference_ms = time.time_ns() // 1_000_000
             self.inference_count += rows
-            self.execution_count += 1
+            self.execution_count += executed
             self.success.add(total_ns)
+            self.queue.add(queue_ns)
             self.compute_input.add(input_ns)
             self.compute_infer.add(infer_ns)
             self.compute_output.add(output_ns)
@@ -99,7 +101,7 @@ class VersionStatistics:
                 inference_stats=pb.InferStatistics(
                     success=self.success.to_proto(),
                     fail=self.fail.to_proto(),
-                    queue=pb.StatisticDuration(),
+                    queue=self.queue.to_proto(),
                     compute_input=self.compute_input.to_proto(),
                     compute_infer=self.compute_infer.to_proto(),
                     compute_output=self.compute_output.to_proto(),

@@ -30,7 +30,9 @@ def main() -> None:
     ok, failures, i = 0, [], 0
     while not os.path.exists(stop_file):
         try:
-            calls[i % channels](request, timeout=10)
+            # wait_for_ready: a channel whose worker died waits for its reconnection instead of
+            # failing fast while it backs off; only the requests in flight on that worker fail
+            calls[i % channels](request, timeout=10, wait_for_ready=True)
             ok += 1
         except grpc.RpcError as error:
             failures.append([error.code().name, error.details()])
