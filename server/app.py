@@ -21,6 +21,7 @@ from tensorwire.server.config import ServerConfig
 from tensorwire.server.handler import InferenceHandler
 from tensorwire.server.poller import RepositoryPoller
 from tensorwire.server.repository import ModelRepository
+from tensorwire.server.security import AuthInterceptor, TokenStore
 from tensorwire.server.servicer import add_services
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,16 @@ class Server:
 
     def __init__(self, config: ServerConfig, *, reuse_port: bool = False) -> None:
         self.config = config
-        self.handler = InferenceHandler(ModelRepository(config.model_repository), repository_api=config.model_control_mode == "explicit")
+        self.handler = InferenceHandler(
+            ModelRepository(config.model_repository, max_model_bytes=config.max_model_bytes),
+            repository_api=config.model_control_mode == "explicit",
+            max_rows=config.max_rows,
+        )
+        interceptors = [] if config.auth_tokens is None else [AuthInterceptor(TokenStore.load(config.auth_tokens or None))]
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="tensorwire-rpc"),
+            interceptors=interceptors,
+            maximum_concurrent_rpcs=config.max_inflight,
             options=[
                 ("grpc.max_receive_message_length", config.max_receive_bytes),
                 ("grpc.max_send_message_length", config.max_send_bytes),
@@ -44,7 +52,11 @@ class Server:
         self.handler.on_repository_change = self.refresh_health
         address = f"{config.host}:{config.grpc_port}"
         try:
-            self.port = self._grpc.add_insecure_port(address)
+            tls = config.tls()
+            if tls is not None:
+                self.port = self._grpc.add_secure_port(address, tls.credentials())
+            else:
+                self.port = self._grpc.add_insecure_port(address)
         except RuntimeError:  # grpcio raises where older versions returned 0
             self.port = 0
         if self.port == 0:
@@ -55,15 +67,19 @@ class Server:
         self.handler.cluster = cluster
 
     def start(self, models: list[str] | None) -> None:
-        """Listen at once (not ready yet), load the models, then report ready."""
+        """Load and warm the models, then start taking connections.
+
+        Listening only once ready matters with several workers: a (re)started
+        worker joins the port's SO_REUSEPORT group when it can serve, so no
+        connection lands on a worker that is still loading.
+        """
         apply_thread_budget()
-        self.health.update(self.handler)
-        self._grpc.start()
-        log.info("listening on %s:%d; loading models", self.config.host, self.port)
+        log.info("loading models from %s", self.config.model_repository)
         self.handler.repository.load_all(models)
         self.handler.ready = True
         self.health.update(self.handler)
-        log.info("serving %s on %s:%d (pid %d)", self.config.model_repository, self.config.host, self.port, os.getpid())
+        self._grpc.start()
+        log.info("listening on %s:%d, serving (pid %d)", self.config.host, self.port, os.getpid())
 
     def refresh_health(self) -> None:
         self.health.update(self.handler)

@@ -2,9 +2,37 @@
 
 from __future__ import annotations
 
+import pathlib
 from dataclasses import dataclass
+from typing import Any
 
 CONTROL_MODES = ("none", "explicit", "poll")
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    cert: str
+    key: str
+    root: str | None = None  # CA that signs client certificates (mutual TLS)
+    mutual: bool = False
+
+    def credentials(self) -> Any:
+        """The grpc.ServerCredentials for these files."""
+        import grpc
+
+        def read(path: str, what: str) -> bytes:
+            try:
+                return pathlib.Path(path).read_bytes()
+            except OSError as exc:
+                raise ValueError(f"cannot read the {what} {path}: {exc.strerror}") from None
+
+        if self.mutual and not self.root:
+            raise ValueError("--grpc-use-ssl-mutual needs --grpc-root-cert (the CA of client certificates)")
+        return grpc.ssl_server_credentials(
+            [(read(self.key, "server key"), read(self.cert, "server certificate"))],
+            root_certificates=read(self.root, "root certificate") if self.root else None,
+            require_client_auth=self.mutual,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,6 +51,15 @@ class ServerConfig:
     model_control_mode: str = "none"
     load_models: tuple[str, ...] = ()
     poll_seconds: float = 5.0
+    # security and limits
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_root: str | None = None
+    tls_mutual: bool = False
+    auth_tokens: str | None = None  # a token file; "" means TENSORWIRE_AUTH_TOKENS
+    max_inflight: int = 256  # concurrent RPCs per worker; beyond it RESOURCE_EXHAUSTED at once
+    max_rows: int = 1_000_000  # rows per request
+    max_model_bytes: int = 4 << 30  # model.npz size
 
     def __post_init__(self) -> None:
         for flag, port in (("--grpc-port", self.grpc_port), ("--metrics-port", self.metrics_port)):
@@ -40,6 +77,17 @@ class ServerConfig:
             raise ValueError("--load-model needs --model-control-mode explicit")
         if self.poll_seconds <= 0:
             raise ValueError("--repository-poll-secs must be positive")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both --grpc-server-cert and --grpc-server-key")
+        if self.tls_mutual and (self.tls_cert is None or self.tls_root is None):
+            raise ValueError("--grpc-use-ssl-mutual needs --grpc-server-cert, --grpc-server-key and --grpc-root-cert")
+        if self.max_inflight < 1 or self.max_rows < 1 or self.max_model_bytes < 1:
+            raise ValueError("--max-inflight, --max-rows and --max-model-mb must be positive")
+
+    def tls(self) -> TlsFiles | None:
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        return TlsFiles(self.tls_cert, self.tls_key, self.tls_root, self.tls_mutual)
 
     def initial_models(self) -> list[str] | None:
         """The models to load at start-up: None means every model in the repository."""

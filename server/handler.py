@@ -28,8 +28,9 @@ PLATFORM = "tensorwire_numba"
 
 
 class InferenceHandler:
-    def __init__(self, repository: ModelRepository, cluster: Cluster | None = None, *, repository_api: bool = True) -> None:
+    def __init__(self, repository: ModelRepository, cluster: Cluster | None = None, *, repository_api: bool = True, max_rows: int = 1_000_000) -> None:
         self.repository = repository
+        self.max_rows = max_rows
         self.statistics = StatisticsBook()
         self.cluster: Cluster = cluster or LocalCluster(self.execute)
         self.repository_api = repository_api  # RepositoryModelLoad/Unload allowed (explicit model control)
@@ -173,7 +174,7 @@ class InferenceHandler:
         stats = self.statistics.of(model.name, model.version)
         t0 = time.perf_counter_ns()
         try:
-            X = _decode_input(model, request)
+            X = _decode_input(model, request, self.max_rows)
             names = _requested_outputs(model, request.outputs)
             if deadline is not None and time.monotonic() > deadline:
                 raise DeadlineExceededError(f"model '{model.name}': the request's deadline passed before it was scored")
@@ -195,7 +196,7 @@ class InferenceHandler:
         return response
 
 
-def _decode_input(model: Model, request: pb.ModelInferRequest) -> np.ndarray:
+def _decode_input(model: Model, request: pb.ModelInferRequest, max_rows: int) -> np.ndarray:
     """The request's single input as a validated (rows, n_features) array, zero-copy for raw contents."""
     where = f"model '{model.name}' version {model.version}"
     inputs = request.inputs
@@ -218,6 +219,8 @@ def _decode_input(model: Model, request: pb.ModelInferRequest) -> np.ndarray:
         )
     if shape[0] < 1:
         raise InvalidRequestError(f"{where}: input '{spec.name}' is an empty batch (shape {list(shape)})")
+    if shape[0] > max_rows:
+        raise InvalidRequestError(f"{where}: input '{spec.name}' has {shape[0]} rows, more than this server's --max-rows {max_rows}")
     raw_contents = request.raw_input_contents
     if raw_contents:
         if tensor.HasField("contents"):

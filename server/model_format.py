@@ -169,13 +169,13 @@ def _map_array(path: pathlib.Path, archive: zipfile.ZipFile, name: str) -> np.nd
     """A read-only memory map of one stored (uncompressed) array of the archive.
 
     Every worker process maps the same file, so the page cache holds one copy of
-    the parameters however many workers serve them. Compressed entries, which
-    cannot be mapped, are read into memory instead.
+    the parameters however many workers serve them. The header's shape must fit
+    in the file: np.memmap refuses one that claims more bytes than there are.
     """
     info = archive.getinfo(f"{name}.npy")
     if info.compress_type != zipfile.ZIP_STORED:
-        with archive.open(info) as member:
-            return np.lib.format.read_array(member, allow_pickle=False)
+        # tensorwire writes stored entries; a compressed one could inflate without bound
+        raise ValueError(f"array '{name}' is compressed; tensorwire model files store arrays uncompressed")
     with open(path, "rb") as fh:
         fh.seek(info.header_offset)
         local_header = fh.read(_LOCAL_HEADER.size)

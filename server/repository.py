@@ -107,8 +107,9 @@ class ModelEntry:
 
 
 class ModelRepository:
-    def __init__(self, root: pathlib.Path | str) -> None:
+    def __init__(self, root: pathlib.Path | str, *, max_model_bytes: int = 4 << 30) -> None:
         self.root = pathlib.Path(root)
+        self.max_model_bytes = max_model_bytes
         self._models: dict[str, ModelEntry] = {}
         self._write_lock = threading.Lock()
         self.load_failures: Counter[tuple[str, str]] = Counter()
@@ -189,6 +190,8 @@ class ModelRepository:
             return previous
         started = time.perf_counter()
         try:
+            if fingerprint[1] > self.max_model_bytes:
+                raise ModelFormatError(path, f"is {fingerprint[1]} bytes, more than the --max-model-mb limit ({self.max_model_bytes} bytes)")
             model = Model.load(name, version, path, batching)
         except Exception as exc:  # a model must never take the server down with it
             reason = str(exc) if isinstance(exc, ModelFormatError) else f"{type(exc).__name__}: {exc}"

@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +29,18 @@ class RunningServer:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(repository: pathlib.Path, log_path: pathlib.Path, *extra: str) -> RunningServer:
-    """Start `tensorwire serve` on a free loopback port and wait until it reports ready."""
+def plaintext_ready(url: str) -> bool:
     from tensorwire.client import InferenceClient, InferenceServerError
+
+    with InferenceClient(url) as client:
+        try:
+            return client.server_ready(timeout=1)
+        except InferenceServerError:
+            return False
+
+
+def start_server(repository: pathlib.Path, log_path: pathlib.Path, *extra: str, ready: Callable[[int], bool] | None = None) -> RunningServer:
+    """Start `tensorwire serve` on a free loopback port and wait until `ready(port)` (default: ServerReady in plaintext)."""
 
     log_file = open(log_path, "wb")
     process = subprocess.Popen(
@@ -53,17 +62,12 @@ def start_server(repository: pathlib.Path, log_path: pathlib.Path, *extra: str) 
         else:
             time.sleep(0.05)
     url = f"127.0.0.1:{port}"
-    with InferenceClient(url) as client:
-        while True:
-            try:
-                if client.server_ready(timeout=1):
-                    break
-            except InferenceServerError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"server never became ready:\n{log_path.read_text(errors='replace')}")
-            time.sleep(0.05)
+    is_ready = ready or (lambda p: plaintext_ready(f"127.0.0.1:{p}"))
+    while not is_ready(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"server never became ready:\n{log_path.read_text(errors='replace')}")
+        time.sleep(0.05)
     return RunningServer(url, port, process, log_path)
 
 
@@ -138,8 +142,8 @@ def start_tensorwire(tmp_path: pathlib.Path) -> Iterator[Any]:
     """A factory: start_tensorwire(repository, *flags) -> RunningServer, stopped at the end of the test."""
     started: list[RunningServer] = []
 
-    def start(repository: pathlib.Path, *extra: str) -> RunningServer:
-        running = start_server(repository, tmp_path / f"server-{len(started)}.log", *extra)
+    def start(repository: pathlib.Path, *extra: str, ready: Callable[[int], bool] | None = None) -> RunningServer:
+        running = start_server(repository, tmp_path / f"server-{len(started)}.log", *extra, ready=ready)
         started.append(running)
         return running
 

@@ -231,24 +231,29 @@ def test_repository_api_is_refused_outside_explicit_mode(server, fitted_models) 
     assert "explicit" in info.value.details()
 
 
-def test_sigterm_drains_in_flight_requests_and_leaves_no_process(start_tensorwire: Any, repository: pathlib.Path, tmp_path: pathlib.Path) -> None:
+def test_sigterm_drains_in_flight_requests_and_leaves_no_process(start_tensorwire: Any, repository: pathlib.Path) -> None:
     import grpc
 
     from tensorwire.client._requests import build_infer_request
     from tensorwire.protos import inference_pb2 as pb
 
+    # a batching delay keeps every request in flight (accepted, waiting in its worker) for 1 s
+    (repository / "steady" / "config.json").write_text(json.dumps({"dynamic_batching": {"max_batch_size": 1000, "max_queue_delay_microseconds": 1_000_000}}))
     server = start_tensorwire(repository, "--workers", "2", "--grace-period", "20")
+    wait_for_log(server, r"worker \d ready(.|\n)*worker \d ready")
     workers = children(server.process.pid)
-    big = build_infer_request("steady", np.random.default_rng(1).standard_normal((400_000, 5)).astype(np.float32), outputs=["predict_proba"])
-    channel = grpc.insecure_channel(server.url, options=[("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)])
-    call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer", request_serializer=pb.ModelInferRequest.SerializeToString, response_deserializer=pb.ModelInferResponse.FromString)
-    futures = [call.future(big, timeout=60) for _ in range(6)]
-    time.sleep(0.3)  # the requests are on the wire and being scored
+    request = build_infer_request("steady", np.ones((2, 5), np.float32))
+    channels = [grpc.insecure_channel(server.url, options=[("grpc.use_local_subchannel_pool", 1), ("test.channel", i)]) for i in range(6)]
+    calls = [c.unary_unary("/inference.GRPCInferenceService/ModelInfer", request_serializer=pb.ModelInferRequest.SerializeToString, response_deserializer=pb.ModelInferResponse.FromString) for c in channels]
+    futures = [call.future(request, timeout=60) for call in calls]
+    time.sleep(0.3)  # every request has reached its worker and waits in the batch queue
+    assert not any(f.done() for f in futures)
     server.process.send_signal(signal.SIGTERM)
     answers = [f.result() for f in futures]
-    assert all(len(a.raw_output_contents[0]) == 400_000 * 2 * 4 for a in answers)
+    assert all(a.outputs[0].name == "predict" for a in answers)
     assert server.process.wait(timeout=60) == 0
-    channel.close()
+    for channel in channels:
+        channel.close()
     assert all(not pathlib.Path(f"/proc/{pid}").exists() for pid in workers)
 
 

@@ -29,6 +29,17 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     serve.add_argument("--max-receive-mb", type=int, default=int(_env("MAX_RECEIVE_MB", "64")), help="largest request accepted, MiB")
     serve.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.add_argument("--log-format", default=_env("LOG_FORMAT", "text"), choices=["text", "json"])
+    security = serve.add_argument_group("security and limits")
+    security.add_argument("--grpc-use-ssl", action="store_true", default=_env("GRPC_USE_SSL", "") == "1", help="serve TLS (needs cert and key)")
+    security.add_argument("--grpc-server-cert", default=_env("GRPC_SERVER_CERT", "") or None, help="PEM certificate chain of the server")
+    security.add_argument("--grpc-server-key", default=_env("GRPC_SERVER_KEY", "") or None, help="PEM private key of the server")
+    security.add_argument("--grpc-root-cert", default=_env("GRPC_ROOT_CERT", "") or None, help="PEM CA certificate that signs client certificates")
+    security.add_argument("--grpc-use-ssl-mutual", action="store_true", default=_env("GRPC_USE_SSL_MUTUAL", "") == "1", help="require client certificates")
+    security.add_argument("--auth-tokens", default=_env("AUTH_TOKENS_FILE", "") or None, metavar="FILE",
+                          help="require bearer tokens: '<scope> <token>' per line, scopes infer and admin (or set TENSORWIRE_AUTH_TOKENS)")
+    security.add_argument("--max-inflight", type=int, default=int(_env("MAX_INFLIGHT", "256")), help="concurrent RPCs per worker before RESOURCE_EXHAUSTED")
+    security.add_argument("--max-rows", type=int, default=int(_env("MAX_ROWS", "1000000")), help="rows per request")
+    security.add_argument("--max-model-mb", type=int, default=int(_env("MAX_MODEL_MB", "4096")), help="largest model.npz loaded, MiB")
 
 
 def _add_export(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -54,6 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ.setdefault(variable, threads)
     from tensorwire.server.config import ServerConfig
     from tensorwire.server.logs import configure_logging
+    from tensorwire.server.security import check_security_files
 
     configure_logging(args.log_level, args.log_format, "main" if args.workers == 1 else "supervisor")
     try:
@@ -69,7 +81,18 @@ def _serve(args: argparse.Namespace) -> int:
             model_control_mode=args.model_control_mode,
             load_models=tuple(args.load_model),
             poll_seconds=args.repository_poll_secs,
+            tls_cert=args.grpc_server_cert if args.grpc_use_ssl or args.grpc_use_ssl_mutual else None,
+            tls_key=args.grpc_server_key if args.grpc_use_ssl or args.grpc_use_ssl_mutual else None,
+            tls_root=args.grpc_root_cert,
+            tls_mutual=args.grpc_use_ssl_mutual,
+            auth_tokens=args.auth_tokens if args.auth_tokens else ("" if os.environ.get("TENSORWIRE_AUTH_TOKENS") else None),
+            max_inflight=args.max_inflight,
+            max_rows=args.max_rows,
+            max_model_bytes=args.max_model_mb * 1024 * 1024,
         )
+        if (args.grpc_use_ssl or args.grpc_use_ssl_mutual) and config.tls_cert is None:
+            raise ValueError("--grpc-use-ssl needs --grpc-server-cert and --grpc-server-key")
+        check_security_files(config.tls(), config.auth_tokens)
     except ValueError as exc:
         print(f"tensorwire serve: {exc}", file=sys.stderr)
         return 1
