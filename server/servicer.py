@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -18,7 +19,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from tensorwire.protos import inference_pb2 as pb
 from tensorwire.protos._pool import POOL
-from tensorwire.server.errors import TensorwireError, UnsupportedError
+from tensorwire.server.errors import InvalidRequestError, TensorwireError, UnsupportedError
 from tensorwire.server.handler import InferenceHandler
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,37 @@ def _deadline(context: grpc.ServicerContext) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-def _unary(method: Callable[[Any], message.Message]) -> Callable[[Any, grpc.ServicerContext], message.Message]:
+@dataclass(frozen=True)
+class Undecodable:
+    """Stands for request bytes that protobuf could not parse (answered INVALID_ARGUMENT, quietly)."""
+
+    message_type: str
+
+    def error(self) -> InvalidRequestError:
+        return InvalidRequestError(f"the request bytes are not a valid {self.message_type} message")
+
+
+def _lenient(cls: type[message.Message]) -> Callable[[bytes], Any]:
+    """A deserializer that never raises: gRPC would log a traceback per garbage request and answer INTERNAL."""
+
+    def parse(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except message.DecodeError:
+            return Undecodable(cls.DESCRIPTOR.full_name)
+
+    return parse
+
+
+Method = Callable[[Any, grpc.ServicerContext], message.Message]
+
+
+def _unary(method: Method) -> Method:
     def call(request: Any, context: grpc.ServicerContext) -> message.Message:
         try:
-            return method(request)
+            if isinstance(request, Undecodable):
+                raise request.error()
+            return method(request, context)
         except Exception as exc:  # every failure leaves as a status, never as a crash
             code, details = _status_of(exc)
             context.abort(code, details)
@@ -61,33 +89,21 @@ def _unary(method: Callable[[Any], message.Message]) -> Callable[[Any, grpc.Serv
     return call
 
 
-def _unary_infer(handler: InferenceHandler) -> Callable[[pb.ModelInferRequest, grpc.ServicerContext], pb.ModelInferResponse]:
-    def call(request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
-        try:
-            return handler.model_infer(request, _deadline(context))
-        except Exception as exc:  # every failure leaves as a status, never as a crash
-            code, details = _status_of(exc)
-            context.abort(code, details)
-            raise  # unreachable: abort raises
-
-    return call
-
-
-def _stream_infer(handler: InferenceHandler) -> Callable[[Iterator[pb.ModelInferRequest], grpc.ServicerContext], Iterator[pb.ModelStreamInferResponse]]:
+def _stream_infer(handler: InferenceHandler) -> Callable[[Iterator[Any], grpc.ServicerContext], Iterator[pb.ModelStreamInferResponse]]:
     """Bidirectional inference: an error rides in its own message and the stream goes on."""
 
-    def call(requests: Iterator[pb.ModelInferRequest], context: grpc.ServicerContext) -> Iterator[pb.ModelStreamInferResponse]:
+    def call(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[pb.ModelStreamInferResponse]:
         for request in requests:
             if not context.is_active():  # the client cancelled: stop working for it
                 return
             try:
+                if isinstance(request, Undecodable):
+                    raise request.error()
                 yield pb.ModelStreamInferResponse(infer_response=handler.model_infer(request, _deadline(context)))
             except Exception as exc:
                 _, details = _status_of(exc)
-                yield pb.ModelStreamInferResponse(
-                    error_message=details,
-                    infer_response=pb.ModelInferResponse(model_name=request.model_name, id=request.id),
-                )
+                model_name, request_id = ("", "") if isinstance(request, Undecodable) else (request.model_name, request.id)
+                yield pb.ModelStreamInferResponse(error_message=details, infer_response=pb.ModelInferResponse(model_name=model_name, id=request_id))
 
     return call
 
@@ -96,23 +112,21 @@ def inference_service(handler: InferenceHandler) -> grpc.GenericRpcHandler:
     """A generic handler serving every RPC of the proto's service that the handler implements."""
     methods: dict[str, grpc.RpcMethodHandler] = {}
     for method in SERVICE.methods:
-        request_cls = MESSAGE_CLASSES[method.input_type.full_name]
-        response_cls = MESSAGE_CLASSES[method.output_type.full_name]
-        if method.name == INFER_METHOD:
-            methods[method.name] = grpc.unary_unary_rpc_method_handler(
-                _unary_infer(handler), request_cls.FromString, response_cls.SerializeToString
-            )
-            continue
+        parse = _lenient(MESSAGE_CLASSES[method.input_type.full_name])
+        serialize = MESSAGE_CLASSES[method.output_type.full_name].SerializeToString
         if method.name == STREAM_METHOD:
-            methods[method.name] = grpc.stream_stream_rpc_method_handler(
-                _stream_infer(handler), request_cls.FromString, response_cls.SerializeToString
-            )
-            continue
-        implementation = getattr(handler, _snake(method.name), None) or _unimplemented(method.name)
-        methods[method.name] = grpc.unary_unary_rpc_method_handler(
-            _unary(implementation), request_cls.FromString, response_cls.SerializeToString
-        )
+            methods[method.name] = grpc.stream_stream_rpc_method_handler(_stream_infer(handler), parse, serialize)
+        elif method.name == INFER_METHOD:
+            infer: Method = lambda request, context: handler.model_infer(request, _deadline(context))  # noqa: E731
+            methods[method.name] = grpc.unary_unary_rpc_method_handler(_unary(infer), parse, serialize)
+        else:
+            implementation = getattr(handler, _snake(method.name), None) or _unimplemented(method.name)
+            methods[method.name] = grpc.unary_unary_rpc_method_handler(_unary(_ignoring_context(implementation)), parse, serialize)
     return grpc.method_handlers_generic_handler(SERVICE_NAME, methods)
+
+
+def _ignoring_context(implementation: Callable[[Any], message.Message]) -> Method:
+    return lambda request, context: implementation(request)
 
 
 def _unimplemented(name: str) -> Callable[[Any], message.Message]:

@@ -110,4 +110,5 @@ def test_garbage_bytes_on_the_wire_get_a_status(server) -> None:  # type: ignore
         call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
         with pytest.raises(grpc.RpcError) as info:
             call(b"\xff\xff\xff\xff not protobuf", timeout=10)
-    assert info.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid inference.ModelInferRequest" in info.value.details()
