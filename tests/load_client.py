@@ -3,7 +3,8 @@
     python tests/load_client.py URL MODEL N_FEATURES DTYPE STOP_FILE RESULT_FILE [CHANNELS]
 
 Sends requests in a closed loop until STOP_FILE exists, then writes
-{"ok": n, "failures": [[status, details], ...]} to RESULT_FILE.
+{"ok": n, "failures": [[status, details], ...]} to RESULT_FILE. After its first
+answer it creates RESULT_FILE.started, so a test knows the load is running.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def main() -> None:
             # failing fast while it backs off; only the requests in flight on that worker fail
             calls[i % channels](request, timeout=10, wait_for_ready=True)
             ok += 1
+            if ok == 1:
+                open(result_file + ".started", "w").close()  # tells the test the load is on
         except grpc.RpcError as error:
             failures.append([error.code().name, error.details()])
         i += 1

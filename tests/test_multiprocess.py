@@ -98,7 +98,10 @@ def load(url: str, model: str, tmp: pathlib.Path, processes: int = 2, channels: 
     ]
     collected: list[dict[str, Any]] = []
     try:
-        time.sleep(1.0)  # let every client connect and get going
+        deadline = time.monotonic() + 60
+        while not all(r.with_name(r.name + ".started").exists() for r in results):  # every client got going
+            assert time.monotonic() < deadline, "the load clients never got an answer"
+            time.sleep(0.1)
         yield collected
     finally:
         stop_file.touch()
