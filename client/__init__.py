@@ -1,6 +1,9 @@
-"""The tensorwire client SDK: numpy arrays in, numpy arrays out, over gRPC."""
+"""The tensorwire client SDK: numpy arrays in, numpy arrays out, over gRPC (sync, asyncio and streaming)."""
 
-from tensorwire.client.client import InferenceClient
+from tensorwire.client._channels import KeepAlive
+from tensorwire.client._requests import InferRequest, StreamResult
+from tensorwire.client._retry import RetryPolicy
+from tensorwire.client.client import AsyncInferenceClient, InferenceClient
 from tensorwire.client.errors import (
     AuthenticationError,
     InferenceServerError,
@@ -11,11 +14,16 @@ from tensorwire.client.errors import (
 )
 
 __all__ = [
+    "AsyncInferenceClient",
     "AuthenticationError",
+    "InferRequest",
     "InferenceClient",
     "InferenceServerError",
     "InvalidInputError",
+    "KeepAlive",
     "ModelNotFoundError",
     "ResourceExhaustedError",
+    "RetryPolicy",
     "ServerUnavailableError",
+    "StreamResult",
 ]

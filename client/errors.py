@@ -1,11 +1,15 @@
 """The client's exceptions: one family, each carrying the gRPC status code and the server's message.
 
-    InferenceServerError            any failed call (code, details)
+    InferenceServerError            any failed call (code, details); a stream result's error has code UNKNOWN,
+    │                               since the protocol carries stream errors as text only
     ├── ModelNotFoundError          NOT_FOUND
-    ├── InvalidInputError           INVALID_ARGUMENT (also raised before sending, for arrays that cannot be encoded)
+    ├── InvalidInputError           INVALID_ARGUMENT (also raised before sending, for arrays that cannot be
+    │                               encoded or that disagree with the model's metadata)
     ├── ServerUnavailableError      UNAVAILABLE, DEADLINE_EXCEEDED
     ├── ResourceExhaustedError      RESOURCE_EXHAUSTED
     └── AuthenticationError         UNAUTHENTICATED, PERMISSION_DENIED
+
+Calls on a closed client raise RuntimeError; bad constructor settings raise ValueError.
 """
 
 from __future__ import annotations

@@ -32,5 +32,5 @@ def test_client_exports_exactly_its_public_names() -> None:
     import tensorwire.client
 
     public = {name for name in dir(tensorwire.client) if not name.startswith("_")}
-    modules = {"client", "errors"}
+    modules = {"client", "errors", "aio", "bench"}
     assert public - modules == set(tensorwire.client.__all__)

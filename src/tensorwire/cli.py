@@ -123,15 +123,28 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bench(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from tensorwire.client import bench
+
+    bench.add_bench_parser(commands)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from tensorwire.client.bench import run_bench
+
+    return run_bench(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tensorwire", description="Serve scikit-learn models over the Open Inference Protocol.")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_serve(commands)
     _add_export(commands)
+    _add_bench(commands)
     args = parser.parse_args(argv)
     if args.command != "serve":
         logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
-    return {"serve": _serve, "export": _export}[args.command](args)
+    return {"serve": _serve, "export": _export, "bench": _bench}[args.command](args)
 
 
 if __name__ == "__main__":
