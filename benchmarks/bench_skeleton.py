@@ -375,7 +375,7 @@ def load_rows(root: pathlib.Path, settings: Settings, stack: contextlib.ExitStac
     commands = {
         "echo": [sys.executable, str(HERE / "echo_server.py"), "--port", "0"],
         "tensorwire": [sys.executable, "-m", "tensorwire", "serve", str(root), "--host", "127.0.0.1",
-                       "--grpc-port", "0", "--grace-period", "1"],
+                       "--grpc-port", "0", "--metrics-port", "0", "--workers", "1", "--grace-period", "1"],
     }
     servers = []
     for name, command in commands.items():
