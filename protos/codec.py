@@ -110,6 +110,8 @@ def serialize_bytes(array: np.ndarray) -> bytes:
 
 def deserialize_bytes(raw: bytes, count: int, name: str = "tensor") -> np.ndarray:
     """Length-prefixed raw contents as an object array of `count` bytes elements."""
+    if count * 4 > len(raw):  # before allocating: a hostile shape must not cost memory
+        raise TensorDecodeError(f"{name}: {len(raw)} bytes cannot hold {count} BYTES elements (4-byte length each)")
     out = np.empty(count, dtype=object)
     view = memoryview(raw)
     offset = 0

@@ -1,8 +1,11 @@
 """Export fitted scikit-learn estimators as tensorwire models (model.npz).
 
 `EXPORTERS` maps an estimator type to the function that turns it into arrays,
-outputs and params; scalers before it in a Pipeline fold into its parameters
-(`PREPROCESSORS`). Parameters are stored as float64 whatever the input dtype.
+outputs and params; the steps before it in a Pipeline reach it as a
+`Preprocessing`: scalers (`PREPROCESSORS`) and linear maps (`LINEAR_STEPS`: PCA,
+TruncatedSVD) fold into a linear model's weights, and the kernel families
+(export_nonlinear) fuse or stage every step in `TRANSFORMS`. Parameters are
+stored as float64 whatever the input dtype.
 """
 
 from __future__ import annotations
@@ -71,6 +74,48 @@ class Affine:
         return coef * self.scale, coef @ self.shift + intercept
 
 
+# A linear (not per-feature) step's fold into a linear model: (step, W, b) -> (W', b') with W' x + b' = W step(x) + b.
+LinearFold = Callable[[Any, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+LINEAR_STEPS: dict[type, LinearFold] = {}
+# Every step type other than the scalers that may precede a final estimator (export_nonlinear fills it).
+TRANSFORMS: set[type] = set()
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """A Pipeline's fitted steps before its final estimator, in order; exporters fold them or fuse them into kernels."""
+
+    steps: tuple[tuple[str, Any], ...]  # (name, fitted step), passthrough steps left out
+    affines: tuple[Affine | None, ...]  # each scaler's map (PREPROCESSORS); None for the other steps
+    final: str  # the final estimator, as messages name it
+
+    def fold(self, coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """W' and b' with W' @ x + b' = W @ steps(x) + b: runs of scalers fold as one Affine, PCA and TruncatedSVD by LINEAR_STEPS."""
+        segments: list[Affine | tuple[Any, LinearFold]] = []
+        for (name, step), affine in zip(self.steps, self.affines, strict=True):
+            if affine is not None:
+                last = segments[-1] if segments else None
+                if isinstance(last, Affine):
+                    segments[-1] = last.then(affine)
+                else:
+                    segments.append(affine)
+                continue
+            linear_fold = LINEAR_STEPS.get(type(step))
+            if linear_fold is None:
+                raise ValueError(
+                    f"tensorwire cannot export step '{name}' ({type(step).__name__}) of Pipeline before {self.final}: "
+                    f"{type(step).__name__} is not a linear map, so it cannot fold into {self.final}'s weights "
+                    "(it can precede kernel SVMs, k-means, PCA and TruncatedSVD)"
+                )
+            segments.append((step, linear_fold))
+        for segment in reversed(segments):
+            if isinstance(segment, Affine):
+                coef, intercept = segment.fold(coef, intercept)
+            else:
+                coef, intercept = segment[1](segment[0], coef, intercept)
+        return coef, intercept
+
+
 @dataclass(frozen=True)
 class Exported:
     """What an exporter makes of an estimator; `export` adds the input and writes the file."""
@@ -82,9 +127,9 @@ class Exported:
     params: dict[str, Any]
 
 
-# An exporter gets the fitted estimator, the folded preprocessing (None when there
-# is none) and the input datatype ("FP32" or "FP64").
-Exporter = Callable[[Any, Affine | None, str], Exported]
+# An exporter gets the fitted estimator, the pipeline steps before it (None when there
+# are none) and the input datatype ("FP32" or "FP64").
+Exporter = Callable[[Any, Preprocessing | None, str], Exported]
 EXPORTERS: dict[type, Exporter] = {}
 PREPROCESSORS: dict[type, Callable[[Any], Affine]] = {}
 
@@ -128,7 +173,7 @@ def export(estimator: Any, version_dir: os.PathLike[str] | str, *, dtype: Any = 
             f"tensorwire cannot export {where}: no exporter for {type(final).__name__} (supported: {supported})"
         )
     _require_fitted(final, where)
-    exported = exporter(final, _fold_steps(steps), datatype)
+    exported = exporter(final, _fold_steps(steps, _describe(final)), datatype)
     names = [type(step).__name__ for _, step in steps] + [_describe(final)]
     manifest = Manifest(
         kind=exported.kind,
@@ -199,27 +244,29 @@ def _split_pipeline(estimator: Any) -> tuple[list[tuple[str, Any]], tuple[str, A
     ]
     for name, step in kept:
         where = f"step '{name}' ({type(step).__name__}) of Pipeline"
-        if type(step) not in PREPROCESSORS:
+        if type(step) not in PREPROCESSORS and type(step) not in TRANSFORMS:
             supported = ", ".join(sorted(cls.__name__ for cls in PREPROCESSORS))
+            others = ", ".join(sorted(cls.__name__ for cls in TRANSFORMS))
             raise TypeError(
-                f"tensorwire cannot export {where}: only {supported} can precede the final estimator "
-                "(they fold into its parameters)"
+                f"tensorwire cannot export {where}: only {supported} (they fold into the final estimator's "
+                f"parameters) and {others} can precede the final estimator"
             )
         _require_fitted(step, where)
     return kept, (final_name, final)
 
 
-def _fold_steps(steps: list[tuple[str, Any]]) -> Affine | None:
-    affine: Affine | None = None
+def _fold_steps(steps: list[tuple[str, Any]], final: str) -> Preprocessing | None:
+    """The steps with each scaler's map computed (so a scaler that cannot fold is refused here, whatever follows it)."""
+    affines: list[Affine | None] = []
     for name, step in steps:
+        fold = PREPROCESSORS.get(type(step))
         try:
-            this = PREPROCESSORS[type(step)](step)
+            affines.append(None if fold is None else fold(step))
         except ValueError as exc:
             raise ValueError(
                 f"tensorwire cannot export step '{name}' ({type(step).__name__}) of Pipeline: {exc}"
             ) from None
-        affine = this if affine is None else affine.then(this)
-    return affine
+    return Preprocessing(tuple(steps), tuple(affines), final) if steps else None
 
 
 def _require_fitted(estimator: Any, where: str) -> None:
@@ -268,7 +315,7 @@ def _max_abs_scaler(scaler: MaxAbsScaler) -> Affine:
 # --- linear models --------------------------------------------------------------
 
 
-def _linear_parameters(coef: Any, intercept: Any, prep: Affine | None) -> tuple[np.ndarray, np.ndarray]:
+def _linear_parameters(coef: Any, intercept: Any, prep: Preprocessing | None) -> tuple[np.ndarray, np.ndarray]:
     """coef as float64 [k, n_features] and intercept as float64 [k], preprocessing folded in."""
     coef2 = np.atleast_2d(np.asarray(coef, dtype=np.float64))
     intercept1 = np.broadcast_to(np.asarray(intercept, dtype=np.float64).reshape(-1), (coef2.shape[0],))
@@ -296,7 +343,7 @@ def _linear_parameters(coef: Any, intercept: Any, prep: Affine | None) -> tuple[
     SGDRegressor,
     LinearSVR,
 )
-def _linear_regressor(estimator: Any, prep: Affine | None, datatype: str) -> Exported:
+def _linear_regressor(estimator: Any, prep: Preprocessing | None, datatype: str) -> Exported:
     multi_target = np.ndim(estimator.coef_) == 2  # sklearn's predict is then [n, k], even for k = 1
     coef, intercept = _linear_parameters(estimator.coef_, estimator.intercept_, prep)
     return Exported(
@@ -369,7 +416,7 @@ def _refuse_multilabel(y_type: str | None, where: str) -> None:
 
 
 @exports(*CLASSIFIER_LINKS)
-def _linear_classifier(estimator: Any, prep: Affine | None, datatype: str) -> Exported:
+def _linear_classifier(estimator: Any, prep: Preprocessing | None, datatype: str) -> Exported:
     where = type(estimator).__name__
     _refuse_multilabel(getattr(getattr(estimator, "_label_binarizer", None), "y_type_", None), where)
     coef, intercept = _linear_parameters(estimator.coef_, estimator.intercept_, prep)
@@ -379,7 +426,7 @@ def _linear_classifier(estimator: Any, prep: Affine | None, datatype: str) -> Ex
 
 
 @exports(OneVsRestClassifier)
-def _one_vs_rest(estimator: OneVsRestClassifier, prep: Affine | None, datatype: str) -> Exported:
+def _one_vs_rest(estimator: OneVsRestClassifier, prep: Preprocessing | None, datatype: str) -> Exported:
     where = _describe(estimator)
     _refuse_multilabel(estimator.label_binarizer_.y_type_, where)
     inner = estimator.estimators_
@@ -399,3 +446,7 @@ def _one_vs_rest(estimator: OneVsRestClassifier, prep: Affine | None, datatype: 
     return _classifier(
         coef, intercept, estimator.classes_, (binary_link, _ONEVSREST_LINKS[binary_link]), datatype, where
     )
+
+
+# Kernel SVMs, k-means, PCA and TruncatedSVD register themselves (and PCA's, TruncatedSVD's and Normalizer's steps).
+from tensorwire.server import export_nonlinear  # noqa: F401

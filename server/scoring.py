@@ -34,7 +34,7 @@ SCORERS: dict[str, ScorerFactory] = {}
 
 # Modules whose import registers scorers; imported on first use so that the
 # client never pays for numba.
-SCORER_MODULES = ("tensorwire.server.scorers_linear",)
+SCORER_MODULES = ("tensorwire.server.scorers_linear", "tensorwire.server.scorers_svm", "tensorwire.server.scorers_cluster", "tensorwire.server.scorers_decomposition")
 
 
 def register(kind: str) -> Callable[[ScorerFactory], ScorerFactory]:

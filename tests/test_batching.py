@@ -102,17 +102,19 @@ def test_served_with_batching_matches_scikit_learn_and_counts_executions(start_t
     estimator = LogisticRegression().fit(X, (X[:, 0] + X[:, 1] > 0).astype(int))
     root = tmp_path / "models"
     tensorwire.export(estimator, root / "batched" / "1", dtype="float64")
-    (root / "batched" / "config.json").write_text(json.dumps({"dynamic_batching": {"max_batch_size": 32, "max_queue_delay_microseconds": 20000}}))
+    # a full batch is 8 requests of 3 rows; a partial one waits up to a second for company
+    (root / "batched" / "config.json").write_text(json.dumps({"dynamic_batching": {"max_batch_size": 24, "max_queue_delay_microseconds": 1_000_000}}))
     server = start_tensorwire(root, "--workers", "1")
     with InferenceClient(server.url) as client, ThreadPoolExecutor(8) as pool:
-        chunks = [X[i : i + 3] for i in range(0, 120, 3)]
+        client.model_metadata("batched")  # cached before the burst: every request goes out at once
+        chunks = [X[i : i + 3] for i in range(0, 48, 3)]
         answers = list(pool.map(lambda chunk: client.infer("batched", chunk), chunks))
         for chunk, answer in zip(chunks, answers):
             np.testing.assert_allclose(answer["predict_proba"], estimator.predict_proba(chunk), rtol=1e-9, atol=1e-12)
             np.testing.assert_array_equal(answer["predict"], estimator.predict(chunk))
         stats = client.model_statistics("batched").model_stats[0]
     assert stats.inference_stats.success.count == len(chunks)
-    assert stats.inference_count == 120
+    assert stats.inference_count == 48
     assert 1 <= stats.execution_count < len(chunks)  # requests shared kernel calls
     assert stats.inference_stats.queue.count == len(chunks)
 

@@ -79,7 +79,8 @@ def test_big_endian_arrays_are_sent_little_endian() -> None:
     [
         ("FP32", (2, 2), b"\x00" * 15, "raw contents hold 15 bytes, but FP32 [2, 2] needs 16"),
         ("FP64", (1,), b"", "raw contents hold 0 bytes"),
-        ("BYTES", (2,), b"\x01\x00\x00\x00a", "end after 1 of 2 elements"),
+        ("BYTES", (2,), b"\x01\x00\x00\x00a\x00\x00\x00", "end after 1 of 2 elements"),
+        ("BYTES", (2**40,), b"\x00" * 8, "cannot hold 1099511627776 BYTES elements"),
         ("BYTES", (1,), b"\x09\x00\x00\x00a", "claims 9 bytes"),
         ("BYTES", (1,), b"\x01\x00\x00\x00ab", "1 bytes follow the last"),
         ("COMPLEX", (1,), b"", "unknown datatype 'COMPLEX'"),

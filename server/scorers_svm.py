@@ -1,0 +1,242 @@
+"""Scorers for kernel SVMs: kinds "svc" (SVC, NuSVC), "svr" (SVR, NuSVR) and "one_class_svm" (OneClassSVM).
+
+All three compute libsvm's decision values with `kernels.svm.svm_decision` and
+finish them per kind. Arrays (float64 unless said; n = the kernel's input width),
+besides the input side's (scorers_decomposition.Inputs: shift, scale, offset, stages):
+    sv [n_sv, n], sv_sq_norms [n_sv], centre [n]        support_vector_params (a linear kernel: one weight row per output)
+    coef_t [n_sv, n_coef], block_bounds int64 [n_blocks + 1], block_outputs int64 [n_blocks, n_coef]
+    intercept [n_out]                                   n_out = 1, or k (k - 1) / 2 one-vs-one pairs for k > 2 classes
+    prob_a, prob_b [n_out]                              svc with probability only: libsvm's Platt parameters
+Params (JSON):
+    all       kernel ("linear" | "poly" | "rbf" | "sigmoid"), gamma (resolved), coef0, degree, stages
+    svc       classes, label_datatype (as linear_classifier), decision_function_shape ("ovr" | "ovo"),
+              break_ties (true only where scikit-learn's predict uses it: ovr and k > 2), probability
+Outputs: svc predict (labels) [-1], decision_function [-1] (binary), [-1, k] (ovr) or [-1, k (k - 1) / 2] (ovo),
+predict_proba [-1, k] (probability only); svr predict [-1]; one_class_svm predict INT64 (+1 / -1) [-1],
+decision_function [-1]. Float outputs are in the input's datatype.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tensorwire.kernels import svm
+from tensorwire.server.model_format import Manifest, TensorSpec
+from tensorwire.server.scorers_decomposition import Inputs, float_array, int_array, is_parallel, one_row
+from tensorwire.server.scorers_linear import (
+    FLOAT_DTYPES,
+    LABEL_DTYPES,
+    LinearClassifierScorer,
+    _check_outputs,
+    _check_width,
+    _invalid,
+    _unknown_output,
+)
+from tensorwire.server.scoring import register
+
+SHAPES = ("ovr", "ovo")
+
+
+def n_pairs(n_classes: int) -> int:
+    """Decision values an SVC computes: one per one-vs-one pair, one in all for two classes."""
+    return 1 if n_classes == 2 else n_classes * (n_classes - 1) // 2
+
+
+def svc_outputs(datatype: str, label_datatype: str, n_classes: int, shape: str, probability: bool) -> list[TensorSpec]:
+    """The outputs an SVC declares, shaped as scikit-learn returns them."""
+    if n_classes == 2:
+        decision = [-1]
+    else:
+        decision = [-1, n_classes if shape == "ovr" else n_pairs(n_classes)]
+    outputs = [TensorSpec("predict", label_datatype, [-1]), TensorSpec("decision_function", datatype, decision)]
+    if probability:
+        outputs.append(TensorSpec("predict_proba", datatype, [-1, n_classes]))
+    return outputs
+
+
+def svr_outputs(datatype: str) -> list[TensorSpec]:
+    """The outputs an SVR declares."""
+    return [TensorSpec("predict", datatype, [-1])]
+
+
+def one_class_outputs(datatype: str) -> list[TensorSpec]:
+    """The outputs a OneClassSVM declares."""
+    return [TensorSpec("predict", "INT64", [-1]), TensorSpec("decision_function", datatype, [-1])]
+
+
+class SVMDecision:
+    """libsvm's decision values [n, n_out] for the (staged and) pre-scaled rows: the part every kernel SVM kind shares."""
+
+    def __init__(self, manifest: Manifest, arrays: dict[str, np.ndarray], n_out: int) -> None:
+        params = manifest.params
+        self.inputs = Inputs(manifest, arrays)
+        width = self.inputs.width
+        kernel = params.get("kernel")
+        if kernel not in svm.KERNEL_CODES:
+            raise _invalid(manifest, f"params.kernel {kernel!r} is not one of {sorted(svm.KERNEL_CODES)}")
+        self.kernel_code = svm.KERNEL_CODES[kernel]
+        self.gamma, self.coef0 = (self._finite(manifest, name) for name in ("gamma", "coef0"))
+        degree = params.get("degree")
+        if not isinstance(degree, int) or isinstance(degree, bool) or degree < 0:
+            raise _invalid(manifest, f"params.degree must be an integer >= 0, not {degree!r}")
+        self.degree = degree
+        self.sv = float_array(manifest, arrays, "sv", (-1, width))
+        n_sv = self.sv.shape[0]
+        self.sv_sq_norms = float_array(manifest, arrays, "sv_sq_norms", (n_sv,))
+        self.centre = float_array(manifest, arrays, "centre", (width,))
+        self.coef_t = float_array(manifest, arrays, "coef_t", (n_sv, -1))
+        self.block_bounds = int_array(manifest, arrays, "block_bounds", (-1,))
+        self.block_outputs = int_array(manifest, arrays, "block_outputs", (self.block_bounds.shape[0] - 1, self.coef_t.shape[1]))
+        self.intercept = float_array(manifest, arrays, "intercept", (n_out,))
+        # The kernel indexes with these without bounds checks: a bad file must fail here, not read out of bounds.
+        bounds = self.block_bounds
+        if bounds.shape[0] < 2 or bounds[0] != 0 or bounds[-1] != n_sv or np.any(np.diff(bounds) < 0):
+            raise _invalid(manifest, f"block_bounds {bounds.tolist()} do not split {n_sv} support vectors into blocks")
+        if np.any(self.block_outputs < -1) or np.any(self.block_outputs >= n_out):
+            raise _invalid(manifest, f"block_outputs name outputs outside [-1, {n_out})")
+
+    @staticmethod
+    def _finite(manifest: Manifest, name: str) -> float:
+        value = manifest.params.get(name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise _invalid(manifest, f"params.{name} must be a finite number, not {value!r}")
+        return float(value)
+
+    def __call__(self, X: np.ndarray, parallel: bool) -> np.ndarray:
+        Xk = self.inputs(X, parallel)
+        out = np.empty((X.shape[0], self.intercept.shape[0]))
+        kernel = svm.svm_decision_parallel if parallel else svm.svm_decision
+        kernel(Xk, self.inputs.shift, self.inputs.scale, self.inputs.offset, self.sv, self.sv_sq_norms, self.centre, self.coef_t,
+               self.block_bounds, self.block_outputs, self.intercept, self.kernel_code, self.gamma, self.coef0, self.degree, out)
+        return out
+
+
+class _SVMScorer:
+    """Output-name checks and load-time compilation shared by the three kinds."""
+
+    manifest: Manifest
+    output_names: frozenset[str]
+
+    def _ready(self, manifest: Manifest, expected: list[TensorSpec]) -> None:
+        _check_outputs(manifest, expected)
+        self.output_names = frozenset(o.name for o in manifest.outputs)
+        self._score(one_row(manifest), [o.name for o in manifest.outputs], parallel=True)  # compile the parallel variants at load too
+
+    def score(self, X: np.ndarray, outputs: Sequence[str]) -> list[np.ndarray]:
+        for name in outputs:
+            if name not in self.output_names:
+                raise _unknown_output(self.manifest, name)
+        _check_width(self.manifest, X)
+        return self._score(X, outputs, is_parallel(X))
+
+    def _score(self, X: np.ndarray, outputs: Sequence[str], parallel: bool) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
+class SVCScorer(_SVMScorer):
+    """decision_function from the one-vs-one values (ovr: votes plus scaled confidences); predict by votes or break_ties; Platt probabilities."""
+
+    def __init__(self, manifest: Manifest, arrays: dict[str, np.ndarray]) -> None:
+        self.manifest = manifest
+        self.dtype = FLOAT_DTYPES[manifest.input_datatype]
+        params = manifest.params
+        classes, label_datatype = params.get("classes"), params.get("label_datatype")
+        if label_datatype not in LABEL_DTYPES:
+            raise _invalid(manifest, f"label_datatype {label_datatype!r} is not one of {sorted(LABEL_DTYPES)}")
+        if not isinstance(classes, list) or len(classes) < 2:
+            raise _invalid(manifest, f"classes must list two or more labels, not {classes!r}")
+        self.n_classes = len(classes)
+        self.labels = LinearClassifierScorer._labels(manifest, classes, label_datatype)
+        self.shape = params.get("decision_function_shape")
+        if self.shape not in SHAPES:
+            raise _invalid(manifest, f"decision_function_shape {self.shape!r} is not one of {SHAPES}")
+        self.break_ties, self.probability = params.get("break_ties"), params.get("probability")
+        if not isinstance(self.break_ties, bool) or not isinstance(self.probability, bool):
+            raise _invalid(manifest, "params.break_ties and params.probability must be true or false")
+        if self.break_ties and (self.shape != "ovr" or self.n_classes == 2):
+            raise _invalid(manifest, "break_ties applies to the ovr shape with more than two classes only")
+        n_out = n_pairs(self.n_classes)
+        self.decision = SVMDecision(manifest, arrays, n_out)
+        if self.probability:
+            self.prob_a = float_array(manifest, arrays, "prob_a", (n_out,))
+            self.prob_b = float_array(manifest, arrays, "prob_b", (n_out,))
+        self._ready(manifest, svc_outputs(manifest.input_datatype, label_datatype, self.n_classes, self.shape, self.probability))
+
+    def _score(self, X: np.ndarray, outputs: Sequence[str], parallel: bool) -> list[np.ndarray]:
+        n, k = X.shape[0], self.n_classes
+        ovo = self.decision(X, parallel)
+        results: dict[str, Any] = {}
+        if "predict" in outputs:
+            index = np.empty(n, dtype=np.int64)
+            if self.break_ties:
+                svm.svc_predict_break_ties(ovo, k, index)
+            else:
+                svm.svc_predict(ovo, k, index)
+            results["predict"] = np.take(self.labels, index)
+        if "decision_function" in outputs:
+            if k == 2:
+                decision = ovo.reshape(n)
+            elif self.shape == "ovr":
+                decision = np.empty((n, k))
+                svm.svc_ovr_decision(ovo, k, decision)
+            else:
+                decision = ovo
+            results["decision_function"] = decision.astype(self.dtype, copy=False)
+        if "predict_proba" in outputs:
+            proba = np.empty((n, k))
+            svm.svc_predict_proba(ovo, self.prob_a, self.prob_b, k, proba)
+            results["predict_proba"] = proba.astype(self.dtype, copy=False)
+        return [results[name] for name in outputs]
+
+
+class SVRScorer(_SVMScorer):
+    """predict = the single decision value."""
+
+    def __init__(self, manifest: Manifest, arrays: dict[str, np.ndarray]) -> None:
+        self.manifest = manifest
+        self.dtype = FLOAT_DTYPES[manifest.input_datatype]
+        self.decision = SVMDecision(manifest, arrays, 1)
+        self._ready(manifest, svr_outputs(manifest.input_datatype))
+
+    def _score(self, X: np.ndarray, outputs: Sequence[str], parallel: bool) -> list[np.ndarray]:
+        predict = self.decision(X, parallel).reshape(X.shape[0]).astype(self.dtype, copy=False)
+        return [predict for _ in outputs]
+
+
+class OneClassSVMScorer(_SVMScorer):
+    """decision_function = the single decision value; predict = +1 where it is > 0, else -1."""
+
+    def __init__(self, manifest: Manifest, arrays: dict[str, np.ndarray]) -> None:
+        self.manifest = manifest
+        self.dtype = FLOAT_DTYPES[manifest.input_datatype]
+        self.decision = SVMDecision(manifest, arrays, 1)
+        self._ready(manifest, one_class_outputs(manifest.input_datatype))
+
+    def _score(self, X: np.ndarray, outputs: Sequence[str], parallel: bool) -> list[np.ndarray]:
+        decision = self.decision(X, parallel)
+        results: dict[str, np.ndarray] = {}
+        if "predict" in outputs:
+            labels = np.empty(X.shape[0], dtype=np.int64)
+            svm.one_class_predict(decision, labels)
+            results["predict"] = labels
+        results["decision_function"] = decision.reshape(X.shape[0]).astype(self.dtype, copy=False)
+        return [results[name] for name in outputs]
+
+
+@register("svc")
+def svc(manifest: Manifest, arrays: dict[str, np.ndarray]) -> SVCScorer:
+    return SVCScorer(manifest, arrays)
+
+
+@register("svr")
+def svr(manifest: Manifest, arrays: dict[str, np.ndarray]) -> SVRScorer:
+    return SVRScorer(manifest, arrays)
+
+
+@register("one_class_svm")
+def one_class_svm(manifest: Manifest, arrays: dict[str, np.ndarray]) -> OneClassSVMScorer:
+    return OneClassSVMScorer(manifest, arrays)
