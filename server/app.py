@@ -46,6 +46,7 @@ class Server:
                 ("grpc.max_send_message_length", config.max_send_bytes),
                 # workers share the supervisor's port; a lone server never shares one silently
                 ("grpc.so_reuseport", 1 if reuse_port else 0),
+                *_connection_age_options(config.max_connection_age_seconds),
             ],
         )
         self.health = add_services(self._grpc, self.handler)
@@ -95,6 +96,13 @@ class Server:
 
     def wait(self) -> None:
         self._stopped.wait()
+
+
+def _connection_age_options(seconds: float) -> list[tuple[str, int]]:
+    """Close connections after a while (gracefully), so clients spread again over new pods or workers."""
+    if seconds <= 0:
+        return []
+    return [("grpc.max_connection_age_ms", int(seconds * 1000)), ("grpc.max_connection_age_grace_ms", 30_000)]
 
 
 def serve_single_process(config: ServerConfig) -> None:

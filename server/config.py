@@ -60,6 +60,7 @@ class ServerConfig:
     max_inflight: int = 256  # concurrent RPCs per worker; beyond it RESOURCE_EXHAUSTED at once
     max_rows: int = 1_000_000  # rows per request
     max_model_bytes: int = 4 << 30  # model.npz size
+    max_connection_age_seconds: float = 0.0  # 0: forever; else clients reconnect (and re-resolve DNS) this often
 
     def __post_init__(self) -> None:
         for flag, port in (("--grpc-port", self.grpc_port), ("--metrics-port", self.metrics_port)):
@@ -81,6 +82,8 @@ class ServerConfig:
             raise ValueError("TLS needs both --grpc-server-cert and --grpc-server-key")
         if self.tls_mutual and (self.tls_cert is None or self.tls_root is None):
             raise ValueError("--grpc-use-ssl-mutual needs --grpc-server-cert, --grpc-server-key and --grpc-root-cert")
+        if self.max_connection_age_seconds < 0:
+            raise ValueError("--grpc-max-connection-age must not be negative")
         if self.max_inflight < 1 or self.max_rows < 1 or self.max_model_bytes < 1:
             raise ValueError("--max-inflight, --max-rows and --max-model-mb must be positive")
 

@@ -276,3 +276,11 @@ def _state(pid: int) -> str:
         return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+def test_connections_closed_by_max_age_lose_no_request(start_tensorwire: Any, repository: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    server = start_tensorwire(repository, "--workers", "2", "--grpc-max-connection-age", "0.5")
+    with load(server.url, "steady", tmp_path, processes=1, channels=2) as results:
+        time.sleep(2.5)  # several generations of connections come and go
+    assert sum(r["ok"] for r in results) > 0
+    assert [f for r in results for f in r["failures"]] == []

@@ -37,6 +37,8 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     security.add_argument("--grpc-use-ssl-mutual", action="store_true", default=_env("GRPC_USE_SSL_MUTUAL", "") == "1", help="require client certificates")
     security.add_argument("--auth-tokens", default=_env("AUTH_TOKENS_FILE", "") or None, metavar="FILE",
                           help="require bearer tokens: '<scope> <token>' per line, scopes infer and admin (or set TENSORWIRE_AUTH_TOKENS)")
+    security.add_argument("--grpc-max-connection-age", type=float, default=float(_env("GRPC_MAX_CONNECTION_AGE", "0")), metavar="SECONDS",
+                          help="close each connection gracefully after this long (0: never), so clients re-resolve and rebalance")
     security.add_argument("--max-inflight", type=int, default=int(_env("MAX_INFLIGHT", "256")), help="concurrent RPCs per worker before RESOURCE_EXHAUSTED")
     security.add_argument("--max-rows", type=int, default=int(_env("MAX_ROWS", "1000000")), help="rows per request")
     security.add_argument("--max-model-mb", type=int, default=int(_env("MAX_MODEL_MB", "4096")), help="largest model.npz loaded, MiB")
@@ -89,6 +91,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_inflight=args.max_inflight,
             max_rows=args.max_rows,
             max_model_bytes=args.max_model_mb * 1024 * 1024,
+            max_connection_age_seconds=args.grpc_max_connection_age,
         )
         if (args.grpc_use_ssl or args.grpc_use_ssl_mutual) and config.tls_cert is None:
             raise ValueError("--grpc-use-ssl needs --grpc-server-cert and --grpc-server-key")
