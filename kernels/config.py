@@ -7,6 +7,7 @@ Environment:
     TENSORWIRE_KERNEL_THREADS   numba threads per process for parallel kernels (default 1:
                                 the server runs one worker process per core)
     TENSORWIRE_PARALLEL_ROWS    batch size from which a parallel variant is used
+    TENSORWIRE_KERNEL_NOGIL     0 compiles kernels that keep the GIL (default 1: they release it)
     NUMBA_CACHE_DIR             where compiled code is cached (numba's own variable)
 """
 
@@ -21,7 +22,9 @@ import numba
 F = TypeVar("F", bound=Callable[..., Any])
 
 CACHE = True  # compiled code persists on disk, so a new worker starts warm
-NOGIL = True  # kernels release the GIL: gRPC threads keep serving while one scores
+# Kernels release the GIL so that gRPC threads keep serving while one scores
+# (TENSORWIRE_KERNEL_NOGIL=0 keeps it: an experiment knob for tiny kernels).
+NOGIL = os.environ.get("TENSORWIRE_KERNEL_NOGIL", "1") != "0"
 FASTMATH = False  # exact IEEE semantics: results must match scikit-learn
 PARALLEL_MIN_ROWS = int(os.environ.get("TENSORWIRE_PARALLEL_ROWS", "4096"))
 THREAD_BUDGET = int(os.environ.get("TENSORWIRE_KERNEL_THREADS", "1"))
