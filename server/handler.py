@@ -140,7 +140,7 @@ class InferenceHandler:
         self._require_repository_api("unload")
         self.repository.entry(request.model_name)  # NOT_FOUND unless loaded
         outcomes = self.cluster.broadcast("unload", {"name": request.model_name})
-        problems = [o.error for o in outcomes if not o.ok and "is not loaded" not in o.error]
+        problems = [o.error for o in outcomes if not o.ok]
         if problems:
             raise TensorwireError(f"model '{request.model_name}' failed to unload: {problems[0]}")
         return pb.RepositoryModelUnloadResponse()

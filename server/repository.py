@@ -170,10 +170,11 @@ class ModelRepository:
         return dict(sorted(statuses.items(), key=lambda item: _version_key(item[0])))
 
     def unload(self, name: str) -> None:
+        """Stop serving a model; unloading one that is not loaded is a no-op (workers may differ)."""
         with self._write_lock:
-            if name not in self._models:
-                raise ModelNotFoundError(f"model '{name}' is not loaded")
-            old = self._models[name]
+            old = self._models.get(name)
+            if old is None:
+                return
             self._models = {k: v for k, v in self._models.items() if k != name}
         _close_dropped(old, ModelEntry(name))
         log.info("model %s unloaded", name)
