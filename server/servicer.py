@@ -136,20 +136,25 @@ def _unimplemented(name: str) -> Callable[[Any], message.Message]:
     return call
 
 
-
 class HealthReporter:
     """grpc.health.v1: the server-wide status ("") and one status per model name."""
 
     def __init__(self) -> None:
         self.servicer = health.HealthServicer()
+        self._models: set[str] = set()
 
     def update(self, handler: InferenceHandler) -> None:
         serving = health_pb2.HealthCheckResponse.SERVING
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         self.servicer.set("", serving if handler.ready else not_serving)
         self.servicer.set(SERVICE_NAME, serving if handler.ready else not_serving)
+        current = set()
         for entry in handler.repository.entries():
+            current.add(entry.name)
             self.servicer.set(entry.name, serving if entry.default_version is not None else not_serving)
+        for name in self._models - current:  # unloaded since the last update
+            self.servicer.set(name, not_serving)
+        self._models = current
 
     def shutdown(self) -> None:
         self.servicer.enter_graceful_shutdown()

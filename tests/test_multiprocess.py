@@ -287,3 +287,21 @@ def test_connections_closed_by_max_age_lose_no_request(start_tensorwire: Any, re
         time.sleep(2.5)  # several generations of connections come and go
     assert sum(r["ok"] for r in results) > 0
     assert [f for r in results for f in r["failures"]] == []
+
+
+def test_health_follows_load_and_unload(start_tensorwire: Any, repository: pathlib.Path) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    server = start_tensorwire(repository, "--workers", "1", "--model-control-mode", "explicit", "--load-model", "steady")
+    with grpc.insecure_channel(server.url) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+
+        def status(name: str) -> int:
+            return int(health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status)
+
+        _load(server.url, "churn")
+        assert status("churn") == health_pb2.HealthCheckResponse.SERVING
+        _unload(server.url, "churn")
+        assert status("churn") == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert status("steady") == health_pb2.HealthCheckResponse.SERVING
