@@ -159,18 +159,21 @@ def test_a_killed_worker_is_replaced_and_only_in_flight_requests_fail(start_tens
     assert metric_values(scrape(metrics_port), "tensorwire_worker_restarts_total") == [1]
 
 
-def test_hot_reload_under_load_fails_no_request(start_tensorwire: Any, repository: pathlib.Path, tmp_path: pathlib.Path, fitted_reload_versions: int = 3) -> None:
+RELOADS = 3
+
+
+def test_hot_reload_under_load_fails_no_request(start_tensorwire: Any, repository: pathlib.Path, tmp_path: pathlib.Path) -> None:
     server = start_tensorwire(repository, "--workers", "2", "--model-control-mode", "explicit", "--load-model", "*")
     rng = np.random.default_rng(9)
     with InferenceClient(server.url) as client, load(server.url, "steady", tmp_path, processes=2) as results:
-        for version in range(2, 2 + fitted_reload_versions):
+        for version in range(2, 2 + RELOADS):
             X = rng.standard_normal((60, 5))
             tensorwire.export(LogisticRegression().fit(X, (X[:, 1] > 0).astype(int)), repository / "steady" / str(version))
             _load(server.url, "steady")
             _load(server.url, "churn")
             _unload(server.url, "churn")
             _load(server.url, "churn")
-        assert client.model_metadata("steady").versions == [str(1 + fitted_reload_versions)]
+        assert client.model_metadata("steady").versions == [str(1 + RELOADS)]
     failures = [f for r in results for f in r["failures"]]
     assert sum(r["ok"] for r in results) > 0
     assert failures == []
