@@ -198,7 +198,7 @@ class InferenceHandler:
 
 def _decode_input(model: Model, request: pb.ModelInferRequest, max_rows: int) -> np.ndarray:
     """The request's single input as a validated (rows, n_features) array, zero-copy for raw contents."""
-    where = f"model '{model.name}' version {model.version}"
+    where = model.description
     inputs = request.inputs
     if len(inputs) != 1:
         names = [t.name for t in inputs]

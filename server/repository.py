@@ -70,6 +70,11 @@ class Model:
         model.warm_up()
         return model
 
+    @functools.cached_property
+    def description(self) -> str:
+        """How error messages name this model version (built once, not per request)."""
+        return f"model '{self.name}' version {self.version}"
+
     def close(self) -> None:
         """Release what a swapped-out version holds (its batching thread)."""
         if self.batcher is not None:

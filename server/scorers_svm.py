@@ -176,7 +176,7 @@ class SVCScorer(_SVMScorer):
                 svm.svc_predict_break_ties(ovo, k, index)
             else:
                 svm.svc_predict(ovo, k, index)
-            results["predict"] = np.take(self.labels, index)
+            results["predict"] = self.labels[index]
         if "decision_function" in outputs:
             if k == 2:
                 decision = ovo.reshape(n)
