@@ -8,7 +8,9 @@ import re
 import subprocess
 import sys
 import time
+import json
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,3 +161,59 @@ def client(server: RunningServer) -> Iterator[Any]:
 
     with InferenceClient(server.url) as c:
         yield c
+
+
+def _worker_pids(supervisor_pid: int) -> list[int]:
+    """The worker processes of a supervisor: its children started by multiprocessing's spawn."""
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            spawned = b"spawn_main" in (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if ppid == supervisor_pid and spawned:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture()
+def worker_pids() -> Callable[[int], list[int]]:
+    """worker_pids(supervisor_pid) -> the pids of its worker processes."""
+    return _worker_pids
+
+
+@pytest.fixture()
+def client_load(tmp_path: pathlib.Path) -> Callable[..., Any]:
+    """client_load(url, model, processes=2, channels=2): a context manager running tests/load_client.py.
+
+    The clients send requests in a closed loop from the moment each has had a first
+    answer (the block starts then) until the block ends; the yielded list then holds
+    one {"ok": n, "failures": [[status, details], ...]} per client process.
+    """
+
+    @contextmanager
+    def run(url: str, model: str, processes: int = 2, channels: int = 2, n_features: int = 5) -> Iterator[list[dict[str, Any]]]:
+        stop_file = tmp_path / f"stop-{model}"
+        results = [tmp_path / f"result-{model}-{i}.json" for i in range(processes)]
+        script = pathlib.Path(__file__).resolve().parent / "load_client.py"
+        procs = [
+            subprocess.Popen([sys.executable, str(script), url, model, str(n_features), "float32", str(stop_file), str(r), str(channels)])
+            for r in results
+        ]
+        collected: list[dict[str, Any]] = []
+        try:
+            deadline = time.monotonic() + 60
+            while not all(r.with_name(r.name + ".started").exists() for r in results):
+                assert time.monotonic() < deadline, "the load clients never got an answer"
+                time.sleep(0.1)
+            yield collected
+        finally:
+            stop_file.touch()
+            for proc in procs:
+                proc.wait(timeout=60)
+            collected.extend(json.loads(r.read_text()) for r in results)
+
+    return run

@@ -9,12 +9,8 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -24,7 +20,6 @@ from sklearn.linear_model import LogisticRegression, Ridge
 import tensorwire
 from tensorwire.client import InferenceClient
 
-HERE = pathlib.Path(__file__).resolve().parent
 
 
 def free_port() -> int:
@@ -45,32 +40,11 @@ def fit_models(root: pathlib.Path) -> dict[str, Any]:
     return models
 
 
-def children(pid: int) -> list[int]:
-    """The worker processes of a supervisor: its children started by multiprocessing's spawn."""
-    found = []
-    for entry in pathlib.Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in _cmdline(entry):
-                found.append(int(entry.name))
-    return found
-
-
 def wait_for_log(server: Any, pattern: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not re.search(pattern, server.log()):
         assert time.monotonic() < deadline, f"no {pattern!r} in the log:\n{server.log()}"
         time.sleep(0.1)
-
-
-def _cmdline(proc_dir: pathlib.Path) -> bytes:
-    try:
-        return (proc_dir / "cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def scrape(port: int) -> str:
@@ -87,29 +61,6 @@ def metric_values(text: str, name: str, **labels: str) -> list[float]:
     return values
 
 
-@contextmanager
-def load(url: str, model: str, tmp: pathlib.Path, processes: int = 2, channels: int = 2) -> Iterator[list[dict[str, Any]]]:
-    """Client processes sending requests in a closed loop until the block ends; yields their results after."""
-    stop_file = tmp / f"stop-{model}"
-    results = [tmp / f"result-{model}-{i}.json" for i in range(processes)]
-    procs = [
-        subprocess.Popen([sys.executable, str(HERE / "load_client.py"), url, model, "5", "float32", str(stop_file), str(r), str(channels)])
-        for r in results
-    ]
-    collected: list[dict[str, Any]] = []
-    try:
-        deadline = time.monotonic() + 60
-        while not all(r.with_name(r.name + ".started").exists() for r in results):  # every client got going
-            assert time.monotonic() < deadline, "the load clients never got an answer"
-            time.sleep(0.1)
-        yield collected
-    finally:
-        stop_file.touch()
-        for proc in procs:
-            proc.wait(timeout=60)
-        collected.extend(json.loads(r.read_text()) for r in results)
-
-
 @pytest.fixture()
 def repository(tmp_path: pathlib.Path) -> pathlib.Path:
     root = tmp_path / "models"
@@ -117,10 +68,10 @@ def repository(tmp_path: pathlib.Path) -> pathlib.Path:
     return root
 
 
-def test_requests_spread_over_every_worker(start_tensorwire: Any, repository: pathlib.Path, tmp_path: pathlib.Path) -> None:
+def test_requests_spread_over_every_worker(start_tensorwire: Any, client_load: Any, repository: pathlib.Path, tmp_path: pathlib.Path) -> None:
     metrics_port = free_port()
     server = start_tensorwire(repository, "--workers", "2", "--metrics-port", str(metrics_port))
-    with load(server.url, "steady", tmp_path, processes=1, channels=8) as results:
+    with client_load(server.url, "steady", processes=1, channels=8) as results:
         time.sleep(1.0)
     sent = sum(r["ok"] for r in results)
     assert sent > 0 and not any(r["failures"] for r in results)
@@ -137,13 +88,13 @@ def test_requests_spread_over_every_worker(start_tensorwire: Any, repository: pa
     assert stats.inference_count == 4 * sent
 
 
-def test_a_killed_worker_is_replaced_and_only_in_flight_requests_fail(start_tensorwire: Any, repository: pathlib.Path, tmp_path: pathlib.Path) -> None:
+def test_a_killed_worker_is_replaced_and_only_in_flight_requests_fail(start_tensorwire: Any, worker_pids: Any, client_load: Any, repository: pathlib.Path, tmp_path: pathlib.Path) -> None:
     metrics_port = free_port()
     server = start_tensorwire(repository, "--workers", "2", "--metrics-port", str(metrics_port))
     wait_for_log(server, r"worker \d ready(.|\n)*worker \d ready")
-    workers = children(server.process.pid)
+    workers = worker_pids(server.process.pid)
     assert len(workers) == 2, workers
-    with load(server.url, "steady", tmp_path, processes=2, channels=4) as results:
+    with client_load(server.url, "steady", processes=2, channels=4) as results:
         killed_at = time.monotonic()
         os.kill(workers[0], signal.SIGKILL)
         wait_for_log(server, r"killed by signal 9(.|\n)*worker \d ready")
@@ -155,17 +106,17 @@ def test_a_killed_worker_is_replaced_and_only_in_flight_requests_fail(start_tens
     # only the requests in flight on the killed worker can fail: one per client channel at most
     assert len(failures) <= 2 * 4, failures
     print(f"kill -9: {len(failures)} failed of {sum(r['ok'] for r in results) + len(failures)}, worker replaced and ready {replaced_after:.2f}s after the kill")
-    assert len(children(server.process.pid)) == 2
+    assert len(worker_pids(server.process.pid)) == 2
     assert metric_values(scrape(metrics_port), "tensorwire_worker_restarts_total") == [1]
 
 
 RELOADS = 3
 
 
-def test_hot_reload_under_load_fails_no_request(start_tensorwire: Any, repository: pathlib.Path, tmp_path: pathlib.Path) -> None:
+def test_hot_reload_under_load_fails_no_request(start_tensorwire: Any, client_load: Any, repository: pathlib.Path, tmp_path: pathlib.Path) -> None:
     server = start_tensorwire(repository, "--workers", "2", "--model-control-mode", "explicit", "--load-model", "*")
     rng = np.random.default_rng(9)
-    with InferenceClient(server.url) as client, load(server.url, "steady", tmp_path, processes=2) as results:
+    with InferenceClient(server.url) as client, client_load(server.url, "steady", processes=2) as results:
         for version in range(2, 2 + RELOADS):
             X = rng.standard_normal((60, 5))
             tensorwire.export(LogisticRegression().fit(X, (X[:, 1] > 0).astype(int)), repository / "steady" / str(version))
@@ -240,7 +191,7 @@ def test_repository_api_is_refused_outside_explicit_mode(server, fitted_models) 
     assert "explicit" in info.value.details()
 
 
-def test_sigterm_drains_in_flight_requests_and_leaves_no_process(start_tensorwire: Any, repository: pathlib.Path) -> None:
+def test_sigterm_drains_in_flight_requests_and_leaves_no_process(start_tensorwire: Any, worker_pids: Any, repository: pathlib.Path) -> None:
     import grpc
 
     from tensorwire.client._requests import build_infer_request
@@ -250,7 +201,7 @@ def test_sigterm_drains_in_flight_requests_and_leaves_no_process(start_tensorwir
     (repository / "steady" / "config.json").write_text(json.dumps({"dynamic_batching": {"max_batch_size": 1000, "max_queue_delay_microseconds": 1_000_000}}))
     server = start_tensorwire(repository, "--workers", "2", "--grace-period", "20")
     wait_for_log(server, r"worker \d ready(.|\n)*worker \d ready")
-    workers = children(server.process.pid)
+    workers = worker_pids(server.process.pid)
     request = build_infer_request("steady", np.ones((2, 5), np.float32))
     channels = [grpc.insecure_channel(server.url, options=[("grpc.use_local_subchannel_pool", 1), ("test.channel", i)]) for i in range(6)]
     calls = [c.unary_unary("/inference.GRPCInferenceService/ModelInfer", request_serializer=pb.ModelInferRequest.SerializeToString, response_deserializer=pb.ModelInferResponse.FromString) for c in channels]
@@ -266,9 +217,9 @@ def test_sigterm_drains_in_flight_requests_and_leaves_no_process(start_tensorwir
     assert all(not pathlib.Path(f"/proc/{pid}").exists() for pid in workers)
 
 
-def test_killing_the_supervisor_leaves_no_orphan_worker(start_tensorwire: Any, repository: pathlib.Path, tmp_path: pathlib.Path) -> None:
+def test_killing_the_supervisor_leaves_no_orphan_worker(start_tensorwire: Any, worker_pids: Any, repository: pathlib.Path, tmp_path: pathlib.Path) -> None:
     server = start_tensorwire(repository, "--workers", "2")
-    workers = children(server.process.pid)
+    workers = worker_pids(server.process.pid)
     server.process.kill()
     server.process.wait()
     deadline = time.monotonic() + 30
@@ -284,9 +235,9 @@ def _state(pid: int) -> str:
         return "gone"
 
 
-def test_connections_closed_by_max_age_lose_no_request(start_tensorwire: Any, repository: pathlib.Path, tmp_path: pathlib.Path) -> None:
+def test_connections_closed_by_max_age_lose_no_request(start_tensorwire: Any, client_load: Any, repository: pathlib.Path, tmp_path: pathlib.Path) -> None:
     server = start_tensorwire(repository, "--workers", "2", "--grpc-max-connection-age", "0.5")
-    with load(server.url, "steady", tmp_path, processes=1, channels=2) as results:
+    with client_load(server.url, "steady", processes=1, channels=2) as results:
         time.sleep(2.5)  # several generations of connections come and go
     assert sum(r["ok"] for r in results) > 0
     assert [f for r in results for f in r["failures"]] == []
