@@ -3,7 +3,8 @@
 (a) Throughput, latency and server CPU per request at batch 1 and 64, for a
     multinomial LogisticRegression (20 features, 4 classes, FP32), against
     benchmarks/echo_server.py (same protocol and gRPC setup, no inference) with
-    the same worker count. The load generator is h2load (C, HTTP/2), replaying
+    the same worker count, and beside a second echo server built on grpcio's
+    thread-pool server (`--api sync`, how most grpcio services are written). The load generator is h2load (C, HTTP/2), replaying
     one serialised ModelInferRequest as a gRPC unary call over several
     connections (one TCP connection lands on one worker) with several streams
     each, for a fixed duration after a warm-up. h2load cannot read gRPC status
@@ -74,6 +75,7 @@ CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_mess
 RTOL, ATOL = 1e-5, 1e-6  # DESIGN.md's agreement bar for FP32 models
 LARGE_SHAPE = (2000, 2000)  # features x targets of the large model: 32 MB of float64 coefficients
 UNBALANCED_RETRIES = 2  # reruns of a run where SO_REUSEPORT left a worker with far less than its share of connections
+ECHO_APIS = {"echo": "aio", "echo-sync": "sync"}  # the echo servers run beside tensorwire, and their --api
 GOAL_REQ_RATIO, GOAL_CPU_RATIO = 0.9, 1.15  # issue 4: >= 0.9x the echo server's req/s, <= 1.15x its CPU/request
 INSTALL_HINT = "h2load is missing: install it with `apt-get install nghttp2-client` (Debian/Ubuntu), or put it on PATH"
 
@@ -143,8 +145,8 @@ class Server:
 
 def start_server(name: str, workers: int, repository: pathlib.Path | None, log_path: pathlib.Path) -> Server:
     """Start tensorwire or the echo server; return once every worker serves."""
-    if name == "echo":
-        command = [sys.executable, str(HERE / "echo_server.py"), "--port", "0", "--workers", str(workers)]
+    if name in ECHO_APIS:
+        command = [sys.executable, str(HERE / "echo_server.py"), "--port", "0", "--workers", str(workers), "--api", ECHO_APIS[name]]
     else:
         command = [sys.executable, "-m", "tensorwire", "serve", str(repository), "--workers", str(workers),
                    "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--grace-period", "1"]
@@ -157,7 +159,7 @@ def start_server(name: str, workers: int, repository: pathlib.Path | None, log_p
         text = log_path.read_text(errors="replace")
         match = re.search(r"listening on 127\.0\.0\.1:(\d+)", text)
         # the echo server prints its line once all workers serve; tensorwire's supervisor logs each worker ready
-        all_up = name == "echo" or workers == 1 or len(set(re.findall(r"worker (\d+) ready", text))) >= workers
+        all_up = name in ECHO_APIS or workers == 1 or len(set(re.findall(r"worker (\d+) ready", text))) >= workers
         if match and all_up:
             server.url = f"127.0.0.1:{match.group(1)}"
             if _ready(server.url):
@@ -258,7 +260,7 @@ def check_answer(server: Server, payload: bytes, X: np.ndarray, estimator: Any) 
     outputs = {o.name: decode_tensor(o.name, o.datatype, o.shape, raw, None)
                for o, raw in zip(response.outputs, response.raw_output_contents)}
     where = f"{server.name} --workers {server.workers}, batch {len(X)}"
-    if server.name == "echo":
+    if server.name in ECHO_APIS:
         if "echo" not in outputs or not np.array_equal(outputs["echo"], X):
             raise RuntimeError(f"{where}: the echo server did not echo the input: {response}")
         return
@@ -277,7 +279,7 @@ def check_answer(server: Server, payload: bytes, X: np.ndarray, estimator: Any) 
 
 def failure_count(server: Server) -> int | None:
     """Failed ModelInfer calls of the logistic model, summed over workers (None for the echo server)."""
-    if server.name == "echo":
+    if server.name in ECHO_APIS:
         return None
     from tensorwire.client import InferenceClient
 
@@ -386,8 +388,9 @@ def median_row(rows: list[LoadRow]) -> LoadRow:
 
 @dataclass(frozen=True)
 class Pair:
-    """tensorwire's figure over the echo server's, per round: the two runs of a round are back to back."""
+    """tensorwire's figure over an echo server's, per round: the runs of a round are back to back."""
 
+    reference: str  # "echo" (grpc.aio, tensorwire's setup) or "echo-sync" (grpcio's thread-pool server)
     workers: int
     batch: int
     req_per_s_ratios: list[float]
@@ -407,7 +410,7 @@ def load_rows(estimator: Any, root: pathlib.Path, work: pathlib.Path, settings: 
     pairs: list[Pair] = []
     for workers in settings.worker_counts:
         servers = []
-        for name in ("echo", "tensorwire"):
+        for name in (*ECHO_APIS, "tensorwire"):
             server = start_server(name, workers, root, work / f"{name}-w{workers}.log")
             stop = stack.enter_context(contextlib.ExitStack())
             stop.callback(stop_server, server)
@@ -435,9 +438,11 @@ def load_rows(estimator: Any, root: pathlib.Path, work: pathlib.Path, settings: 
                              f"split {row.worker_split}, {row.client_cores:.2f} h2load cores, {row.other_cores:.2f} other cores")
                     runs[server.name].append(row)
             rows.extend(median_row(r) for r in runs.values())
-            tw, echo = runs["tensorwire"], runs["echo"]
-            pairs.append(Pair(workers, batch, [t.requests_per_s / e.requests_per_s for t, e in zip(tw, echo)],
-                              [t.server_cpu_us_per_request / e.server_cpu_us_per_request for t, e in zip(tw, echo)]))
+            tw = runs["tensorwire"]
+            for reference in ECHO_APIS:
+                echo = runs[reference]
+                pairs.append(Pair(reference, workers, batch, [t.requests_per_s / e.requests_per_s for t, e in zip(tw, echo)],
+                                  [t.server_cpu_us_per_request / e.server_cpu_us_per_request for t, e in zip(tw, echo)]))
         for _, stop in servers:
             stop.close()
     return rows, pairs
@@ -453,7 +458,7 @@ def ratios(pairs: list[Pair]) -> list[dict[str, Any]]:
     for pair in pairs:
         req = statistics.median(pair.req_per_s_ratios)
         cpu = statistics.median(pair.cpu_per_request_ratios)
-        out.append({"workers": pair.workers, "batch": pair.batch, "req_per_s_ratio": req, "cpu_per_request_ratio": cpu,
+        out.append({"reference": pair.reference, "workers": pair.workers, "batch": pair.batch, "req_per_s_ratio": req, "cpu_per_request_ratio": cpu,
                     "req_per_s_ratio_range": [min(pair.req_per_s_ratios), max(pair.req_per_s_ratios)],
                     "cpu_per_request_ratio_range": [min(pair.cpu_per_request_ratios), max(pair.cpu_per_request_ratios)],
                     "meets_req_goal": req >= GOAL_REQ_RATIO, "meets_cpu_goal": cpu <= GOAL_CPU_RATIO})
@@ -464,7 +469,7 @@ def ratios(pairs: list[Pair]) -> list[dict[str, Any]]:
 
 
 def handler_rows(root: pathlib.Path, quick: bool) -> list[dict[str, Any]]:
-    """µs per call of tensorwire's InferenceHandler.model_infer and the echo server's model_infer, in this process.
+    """µs per call of tensorwire's InferenceHandler.model_infer and the echo server's answer, both to serialised bytes, in this process.
 
     No gRPC and no other thread: the part of the server CPU per request that the
     two servers do not share, free of the noise of a loaded machine.
@@ -486,7 +491,7 @@ def handler_rows(root: pathlib.Path, quick: bool) -> list[dict[str, Any]]:
         figures = {}
         calls: dict[str, Callable[[], object]] = {
             "tensorwire": functools.partial(handler.model_infer, request),
-            "echo": functools.partial(echo_server.model_infer, request, None),
+            "echo": lambda: echo_server.echo_response(request).SerializeToString(),
         }
         for name, call in calls.items():
             call()
@@ -618,11 +623,12 @@ def print_report(env: dict[str, Any], settings: Settings, loads: list[LoadRow], 
               f"{r.server_cpu_us_per_request:.0f}", f"{r.server_switches_per_request:.1f}", f"{r.server_cores:.2f}",
               r.worker_split, f"{r.client_cores:.2f}", f"{r.other_cores:.2f}"] for r in loads],
         ))
-        print(f"\ntensorwire / echo at the same worker count, median of the per-round ratios [min-max] "
-              f"(goals: req/s >= {GOAL_REQ_RATIO}x, CPU/request <= {GOAL_CPU_RATIO}x)")
+        print(f"\ntensorwire / echo server at the same worker count, median of the per-round ratios [min-max] "
+              f"(goals: req/s >= {GOAL_REQ_RATIO}x, CPU/request <= {GOAL_CPU_RATIO}x); echo = grpc.aio as tensorwire, "
+              "echo-sync = grpcio's thread-pool server")
         print(table(
-            ["workers", "batch", "req/s ratio", "CPU/req ratio", "goals"],
-            [[str(r["workers"]), str(r["batch"]),
+            ["vs", "workers", "batch", "req/s ratio", "CPU/req ratio", "goals"],
+            [[r["reference"], str(r["workers"]), str(r["batch"]),
               f"{r['req_per_s_ratio']:.2f}x [{r['req_per_s_ratio_range'][0]:.2f}-{r['req_per_s_ratio_range'][1]:.2f}]",
               f"{r['cpu_per_request_ratio']:.2f}x [{r['cpu_per_request_ratio_range'][0]:.2f}-{r['cpu_per_request_ratio_range'][1]:.2f}]",
               "met" if r["meets_req_goal"] and r["meets_cpu_goal"] else

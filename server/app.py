@@ -6,12 +6,16 @@ supervisor (server/supervisor.py) runs one of these per worker process.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
 import threading
+import time
+from collections.abc import Coroutine
 from concurrent import futures
 from types import FrameType
+from typing import Any, TypeVar
 
 import grpc
 
@@ -22,12 +26,22 @@ from tensorwire.server.handler import InferenceHandler
 from tensorwire.server.poller import RepositoryPoller
 from tensorwire.server.repository import ModelRepository
 from tensorwire.server.security import AuthInterceptor, TokenStore
-from tensorwire.server.servicer import add_services
+from tensorwire.server.servicer import Drain, HealthReporter, add_services
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+DRAIN_QUIET_SECONDS = 0.05  # no new inference call for this long: every client waits on a held one
+DRAIN_HOLD_MAX_SECONDS = 1.0  # clients that never wait for answers do not delay a shutdown longer
 
 class Server:
-    """The gRPC server of one process, around an InferenceHandler."""
+    """The gRPC server of one process, around an InferenceHandler.
+
+    The server is grpc.aio, on an event loop of its own thread: a quick
+    ModelInfer is decoded, scored and answered on that loop with no thread
+    hand-off (with grpc's sync server, the hand-offs between its threads cost
+    more CPU than the scoring). Long requests and the other RPCs run in a pool of
+    `--threads` threads. The methods here are called from ordinary threads.
+    """
 
     def __init__(self, config: ServerConfig, *, reuse_port: bool = False) -> None:
         self.config = config
@@ -36,9 +50,22 @@ class Server:
             repository_api=config.model_control_mode == "explicit",
             max_rows=config.max_rows,
         )
+        self._pool = futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="tensorwire-rpc")
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="tensorwire-grpc", daemon=True).start()
+        self._stopped = threading.Event()
+        try:
+            self._drain = self._on_loop(_make_drain())
+            self._grpc, self.health, self.port = self._on_loop(self._build(reuse_port))
+        except BaseException:
+            self._close_loop()
+            raise
+        self.handler.on_repository_change = self.refresh_health
+
+    async def _build(self, reuse_port: bool) -> tuple[grpc.aio.Server, HealthReporter, int]:
+        config = self.config
         interceptors = [] if config.auth_tokens is None else [AuthInterceptor(TokenStore.load(config.auth_tokens or None))]
-        self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="tensorwire-rpc"),
+        server = grpc.aio.server(
             interceptors=interceptors,
             maximum_concurrent_rpcs=config.max_inflight,
             options=[
@@ -49,20 +76,19 @@ class Server:
                 *_connection_age_options(config.max_connection_age_seconds),
             ],
         )
-        self.health = add_services(self._grpc, self.handler)
-        self.handler.on_repository_change = self.refresh_health
+        health = add_services(server, self.handler, self._pool, self._drain)
         address = f"{config.host}:{config.grpc_port}"
         try:
             tls = config.tls()
-            if tls is not None:
-                self.port = self._grpc.add_secure_port(address, tls.credentials())
-            else:
-                self.port = self._grpc.add_insecure_port(address)
+            port = server.add_secure_port(address, tls.credentials()) if tls is not None else server.add_insecure_port(address)
         except RuntimeError:  # grpcio raises where older versions returned 0
-            self.port = 0
-        if self.port == 0:
+            port = 0
+        if port == 0:
             raise OSError(f"cannot listen on {address} (in use, or not an address of this machine)")
-        self._stopped = threading.Event()
+        return server, health, port
+
+    def _on_loop(self, work: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
 
     def use_cluster(self, cluster: Cluster) -> None:
         self.handler.cluster = cluster
@@ -79,7 +105,7 @@ class Server:
         self.handler.repository.load_all(models)
         self.handler.ready = True
         self.health.update(self.handler)
-        self._grpc.start()
+        self._on_loop(self._grpc.start())
         log.info("listening on %s:%d, serving (pid %d)", self.config.host, self.port, os.getpid())
 
     def refresh_health(self) -> None:
@@ -91,11 +117,37 @@ class Server:
             return
         self.handler.ready = False
         self.health.shutdown()
-        self._grpc.stop(self.config.grace_seconds if grace is None else grace).wait()
+        self._on_loop(self._drain_and_stop(self.config.grace_seconds if grace is None else grace))
+        self._close_loop()
+
+    async def _drain_and_stop(self, grace: float) -> None:
+        """gRPC's shutdown cancels (CANCELLED, which no client retries) every call it has received
+        that no handler has taken yet, and under load there always are some. So inference calls are
+        held first: once none has arrived for a moment, the clients are all waiting on held calls,
+        nothing is left untaken, and the shutdown (which also tells clients to go elsewhere) loses
+        nothing. The held calls are then scored, as every call in flight is, within the grace period."""
+        drain = self._drain
+        drain.last_arrival = time.monotonic()
+        drain.holding = True
+        give_up = time.monotonic() + min(grace, DRAIN_HOLD_MAX_SECONDS)
+        while time.monotonic() - drain.last_arrival < DRAIN_QUIET_SECONDS and time.monotonic() < give_up:
+            await asyncio.sleep(DRAIN_QUIET_SECONDS / 5)
+        stopping = asyncio.create_task(self._grpc.stop(grace))
+        await asyncio.sleep(DRAIN_QUIET_SECONDS / 5)  # the shutdown has begun: calls that come now are refused, retryably
+        drain.release()
+        await stopping
+
+    def _close_loop(self) -> None:
+        self._pool.shutdown(wait=False)
+        self._loop.call_soon_threadsafe(self._loop.stop)
         self._stopped.set()
 
     def wait(self) -> None:
         self._stopped.wait()
+
+
+async def _make_drain() -> Drain:
+    return Drain()  # on the loop: its event belongs there
 
 
 def _connection_age_options(seconds: float) -> list[tuple[str, int]]:

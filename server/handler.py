@@ -16,7 +16,7 @@ import numpy as np
 from tensorwire import __version__
 from tensorwire.kernels.validation import first_nonfinite_row
 from tensorwire.protos import inference_pb2 as pb
-from tensorwire.protos.codec import DATATYPES, TensorDecodeError, decode_tensor, encode_raw
+from tensorwire.protos.codec import DATATYPES, TensorDecodeError, decode_tensor
 from tensorwire.server.cluster import Cluster, LocalCluster
 from tensorwire.server.errors import DeadlineExceededError, InvalidRequestError, TensorwireError, UnavailableError
 from tensorwire.server.repository import READY, UNAVAILABLE, Model, ModelRepository
@@ -25,6 +25,10 @@ from tensorwire.server.statistics import StatisticsBook, merge_statistics
 SERVER_NAME = "tensorwire"
 EXTENSIONS = ("model_configuration", "statistics", "model_repository")
 PLATFORM = "tensorwire_numba"
+# A request is scored on the event loop when it is this small (about a millisecond of work at most);
+# a longer one goes to the thread pool, so that it never stalls the requests behind it.
+QUICK_MAX_ROWS = 1024
+QUICK_MAX_WORK = 1_000_000  # rows x the model's parameter count
 
 
 class InferenceHandler:
@@ -168,9 +172,30 @@ class InferenceHandler:
 
     # ---- inference ---------------------------------------------------------------
 
-    def model_infer(self, request: pb.ModelInferRequest, deadline: float | None = None) -> pb.ModelInferResponse:
-        """Score one request; `deadline` (time.monotonic seconds) passed means it is not scored."""
-        model = self.repository.get(request.model_name, request.model_version)
+    def model_of(self, request: pb.ModelInferRequest) -> Model:
+        """The model version a request asks for, or the error that says why there is none."""
+        return self.repository.get(request.model_name, request.model_version)
+
+    def is_quick(self, model: Model, request: pb.ModelInferRequest) -> bool:
+        """Cheap enough to score without a thread hand-off: a small request to a model without a
+        batch queue (which waits), or a malformed one (refused at once)."""
+        if model.batcher is not None:
+            return False
+        inputs = request.inputs
+        if len(inputs) != 1:
+            return True
+        shape = inputs[0].shape
+        if len(shape) != 2:
+            return True
+        rows = shape[0]
+        return rows <= QUICK_MAX_ROWS and rows * model.work_per_row <= QUICK_MAX_WORK
+
+    def model_infer(self, request: pb.ModelInferRequest, deadline: float | None = None) -> bytes:
+        """Score one request into a serialised ModelInferResponse; `deadline` (time.monotonic seconds) passed means it is not scored."""
+        return self.score_request(self.model_of(request), request, deadline)
+
+    def score_request(self, model: Model, request: pb.ModelInferRequest, deadline: float | None) -> bytes:
+        """model_infer once the model is known."""
         stats = self.statistics.of(model.name, model.version)
         t0 = time.perf_counter_ns()
         try:
@@ -185,10 +210,7 @@ class InferenceHandler:
                 batch = model.batcher.score(X, names, deadline)
                 results, queue_ns, executed = batch.outputs, int(batch.queue_seconds * 1e9), batch.executed
             t2 = time.perf_counter_ns()
-            response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
-            for name, array in zip(names, results):
-                response.outputs.add(name=name, datatype=model.outputs[name].datatype, shape=array.shape)
-                response.raw_output_contents.append(encode_raw(array))
+            response = model.response_encoder.encode(request.id, names, results)
         except Exception as exc:
             stats.record_failure(time.perf_counter_ns() - t0, exc.code.name if isinstance(exc, TensorwireError) else "INTERNAL")
             raise
@@ -217,10 +239,11 @@ def _decode_input(model: Model, request: pb.ModelInferRequest, max_rows: int) ->
         raise InvalidRequestError(
             f"{where}: input '{spec.name}' has shape {list(shape)}, expected [-1, {n_features}] (rows, features)"
         )
-    if shape[0] < 1:
+    rows = shape[0]
+    if rows < 1:
         raise InvalidRequestError(f"{where}: input '{spec.name}' is an empty batch (shape {list(shape)})")
-    if shape[0] > max_rows:
-        raise InvalidRequestError(f"{where}: input '{spec.name}' has {shape[0]} rows, more than this server's --max-rows {max_rows}")
+    if rows > max_rows:
+        raise InvalidRequestError(f"{where}: input '{spec.name}' has {rows} rows, more than this server's --max-rows {max_rows}")
     raw_contents = request.raw_input_contents
     if raw_contents:
         if tensor.HasField("contents"):
@@ -231,7 +254,7 @@ def _decode_input(model: Model, request: pb.ModelInferRequest, max_rows: int) ->
     else:
         raw = None
     try:
-        X = decode_tensor(spec.name, tensor.datatype, shape, raw, tensor.contents if raw is None else None)
+        X = decode_tensor(spec.name, spec.datatype, (rows, n_features), raw, tensor.contents if raw is None else None)
     except TensorDecodeError as exc:
         raise InvalidRequestError(f"{where}: {exc}") from None
     bad_row = first_nonfinite_row(X)

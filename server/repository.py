@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tensorwire.kernels.validation import first_nonfinite_row
+from tensorwire.protos.wire import InferResponseEncoder
 from tensorwire.server.errors import ModelNotFoundError, ModelNotReadyError
 from tensorwire.server.layout import file_fingerprint, is_model_name, model_names, version_numbers
 from tensorwire.server.batcher import DynamicBatcher
@@ -46,6 +47,7 @@ class Model:
     output_names: tuple[str, ...]
     input_dtype: np.dtype  # type: ignore[type-arg]
     fingerprint: tuple[int, int, int]
+    work_per_row: int  # parameters a row is scored against: a rough cost, to keep long requests off the event loop
     batching: DynamicBatching | None = None
     batcher: DynamicBatcher | None = None
 
@@ -64,11 +66,16 @@ class Model:
             output_names=tuple(o.name for o in manifest.outputs),
             input_dtype=np.dtype("<f4" if manifest.input_datatype == "FP32" else "<f8"),
             fingerprint=fingerprint,
+            work_per_row=max(1, sum(array.size for array in stored.arrays.values())),
             batching=batching,
             batcher=None if batching is None else DynamicBatcher(scorer, batching, f"{name}-{version}"),
         )
         model.warm_up()
         return model
+
+    @functools.cached_property
+    def response_encoder(self) -> InferResponseEncoder:
+        return InferResponseEncoder(self.name, self.version, {name: spec.datatype for name, spec in self.outputs.items()})
 
     @functools.cached_property
     def description(self) -> str:

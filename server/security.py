@@ -15,7 +15,7 @@ import logging
 import os
 import pathlib
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,35 +129,37 @@ def required_scope(method: str) -> str | None:
     return "admin" if method in ADMIN_METHODS else "infer"
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
+class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Checks `authorization: Bearer <token>` against the method's scope before any handler runs."""
 
     def __init__(self, store: TokenStore) -> None:
         self._store = store
 
-    def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
         needed = required_scope(details.method)
         if needed is None:
-            return continuation(details)
+            return await continuation(details)
         token = ""
         for key, value in details.invocation_metadata or ():
             if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
                 token = value[len("Bearer ") :].strip()
         if not token:
-            return _refusal(continuation(details), grpc.StatusCode.UNAUTHENTICATED, "missing 'authorization: Bearer <token>' metadata")
+            return _refusal(await continuation(details), grpc.StatusCode.UNAUTHENTICATED, "missing 'authorization: Bearer <token>' metadata")
         scope = self._store.scope_of(token)
         if scope is None:
-            return _refusal(continuation(details), grpc.StatusCode.UNAUTHENTICATED, "unknown token")
+            return _refusal(await continuation(details), grpc.StatusCode.UNAUTHENTICATED, "unknown token")
         if needed == "admin" and scope != "admin":
-            return _refusal(continuation(details), grpc.StatusCode.PERMISSION_DENIED, f"{details.method} needs the admin scope")
-        return continuation(details)
+            return _refusal(await continuation(details), grpc.StatusCode.PERMISSION_DENIED, f"{details.method} needs the admin scope")
+        return await continuation(details)
 
 
 def _refusal(handler: grpc.RpcMethodHandler | None, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
     """A handler of the same shape as the real one that only aborts."""
 
-    def abort(request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(code, message)
+    async def abort(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(code, message)
 
     if handler is None or not handler.request_streaming and not handler.response_streaming:
         return grpc.unary_unary_rpc_method_handler(abort)

@@ -9,8 +9,10 @@ import re
 import shutil
 import signal
 import socket
+import threading
 import time
 import urllib.request
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -215,6 +217,50 @@ def test_sigterm_drains_in_flight_requests_and_leaves_no_process(start_tensorwir
     for channel in channels:
         channel.close()
     assert all(not pathlib.Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_sigterm_under_load_cancels_no_call(start_tensorwire: Any, repository: pathlib.Path) -> None:
+    """gRPC's own shutdown cancels the calls it has received but no handler has taken, and under load
+    there always are some; the drain holds calls first so that none is left. Every call of a
+    closed-loop load ends OK or UNAVAILABLE (the port closed: retryable), never CANCELLED."""
+    import grpc
+
+    from tensorwire.client._requests import build_infer_request
+    from tensorwire.protos import inference_pb2 as pb
+
+    server = start_tensorwire(repository, "--workers", "2", "--grace-period", "20")
+    wait_for_log(server, r"worker \d ready(.|\n)*worker \d ready")
+    request = build_infer_request("steady", np.ones((4, 5), np.float32))
+    codes: Counter[grpc.StatusCode] = Counter()
+    lock, stop = threading.Lock(), threading.Event()
+
+    def load(index: int) -> None:
+        with grpc.insecure_channel(server.url, options=[("grpc.use_local_subchannel_pool", 1), ("test.channel", index)]) as channel:
+            call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer", request_serializer=pb.ModelInferRequest.SerializeToString)
+            while not stop.is_set():
+                try:
+                    call(request, timeout=10)
+                    code = grpc.StatusCode.OK
+                except grpc.RpcError as error:
+                    code = error.code()
+                    time.sleep(0.01)  # no spinning on a closed port
+                with lock:
+                    codes[code] += 1
+
+    threads = [threading.Thread(target=load, args=(i,), daemon=True) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while codes[grpc.StatusCode.OK] < 300:
+        assert time.monotonic() < deadline, f"no load: {codes}"
+        time.sleep(0.05)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=60) == 0
+    time.sleep(0.2)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, codes
 
 
 def test_killing_the_supervisor_leaves_no_orphan_worker(start_tensorwire: Any, worker_pids: Any, repository: pathlib.Path, tmp_path: pathlib.Path) -> None:
