@@ -33,6 +33,7 @@ T = TypeVar("T")
 DRAIN_QUIET_SECONDS = 0.05  # no new inference call for this long: every client waits on a held one
 DRAIN_HOLD_MAX_SECONDS = 1.0  # clients that never wait for answers do not delay a shutdown longer
 
+
 class Server:
     """The gRPC server of one process, around an InferenceHandler.
 
@@ -53,9 +54,8 @@ class Server:
         self._pool = futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="tensorwire-rpc")
         self._loop = asyncio.new_event_loop()
         threading.Thread(target=self._loop.run_forever, name="tensorwire-grpc", daemon=True).start()
-        self._stopped = threading.Event()
+        self._stopping, self._stopped = threading.Lock(), threading.Event()
         try:
-            self._drain = self._on_loop(_make_drain())
             self._grpc, self.health, self.port = self._on_loop(self._build(reuse_port))
         except BaseException:
             self._close_loop()
@@ -63,7 +63,9 @@ class Server:
         self.handler.on_repository_change = self.refresh_health
 
     async def _build(self, reuse_port: bool) -> tuple[grpc.aio.Server, HealthReporter, int]:
+        """The server, built on the loop (grpc.aio and the drain's event belong to it)."""
         config = self.config
+        self._drain = Drain()
         interceptors = [] if config.auth_tokens is None else [AuthInterceptor(TokenStore.load(config.auth_tokens or None))]
         server = grpc.aio.server(
             interceptors=interceptors,
@@ -113,8 +115,8 @@ class Server:
 
     def stop(self, grace: float | None = None) -> None:
         """Refuse new RPCs, let in-flight ones finish within the grace period, then stop."""
-        if self._stopped.is_set():
-            return
+        if not self._stopping.acquire(blocking=False):
+            return  # already stopping (a signal and the supervisor's pipe closing both ask)
         self.handler.ready = False
         self.health.shutdown()
         self._on_loop(self._drain_and_stop(self.config.grace_seconds if grace is None else grace))
@@ -144,10 +146,6 @@ class Server:
 
     def wait(self) -> None:
         self._stopped.wait()
-
-
-async def _make_drain() -> Drain:
-    return Drain()  # on the loop: its event belongs there
 
 
 def _connection_age_options(seconds: float) -> list[tuple[str, int]]:

@@ -125,15 +125,7 @@ async def _scored(handler: InferenceHandler, pool: Executor, drain: Drain, reque
 
 
 def _infer(handler: InferenceHandler, pool: Executor, drain: Drain) -> AsyncMethod:
-    async def call(request: Any, context: Context) -> bytes:
-        try:
-            return await _scored(handler, pool, drain, request, context)
-        except Exception as exc:  # every failure leaves as a status, never as a crash
-            code, details = _status_of(exc)
-            await context.abort(code, details)
-            raise  # unreachable: abort raises
-
-    return call
+    return _unary(lambda request, context: _scored(handler, pool, drain, request, context))
 
 
 def _in_pool(implementation: Callable[[Any], message.Message], pool: Executor) -> AsyncMethod:

@@ -20,7 +20,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     serve.add_argument("--grpc-port", type=int, default=int(_env("GRPC_PORT", "8001")), help="gRPC port (default 8001; 0 picks a free one)")
     serve.add_argument("--metrics-port", type=int, default=int(_env("METRICS_PORT", "8002")), help="Prometheus metrics port (default 8002; 0: off)")
     serve.add_argument("--workers", type=int, default=int(_env("WORKERS", str(os.cpu_count() or 1))), help="worker processes (default: one per CPU)")
-    serve.add_argument("--threads", type=int, default=int(_env("THREADS", "8")), help="gRPC handler threads per worker (default 8)")
+    serve.add_argument("--threads", type=int, default=int(_env("THREADS", "8")), help="threads per worker for large inference requests and the other RPCs; small requests are scored on the event loop (default 8)")
     serve.add_argument("--model-control-mode", default=_env("MODEL_CONTROL_MODE", "none"), choices=["none", "explicit", "poll"],
                        help="none: serve what is there at start; explicit: load/unload by API (and --load-model); poll: follow the repository")
     serve.add_argument("--load-model", action="append", default=[], metavar="NAME", help="explicit mode: load this model at start ('*' for all); repeatable")
