@@ -19,7 +19,7 @@ import numpy as np
 from tensorwire.kernels import kmeans
 from tensorwire.server.model_format import Manifest, TensorSpec
 from tensorwire.server.scorers_decomposition import Inputs, float_array, is_parallel, one_row
-from tensorwire.server.scorers_linear import FLOAT_DTYPES, _check_outputs, _check_width, _unknown_output
+from tensorwire.server.scorers_linear import FLOAT_DTYPES, _check_outputs, _check_request
 from tensorwire.server.scoring import register
 
 
@@ -43,10 +43,7 @@ class KMeansScorer:
         self._score(one_row(manifest), ("predict", "transform"), parallel=True)  # compile the parallel variants at load too
 
     def score(self, X: np.ndarray, outputs: Sequence[str]) -> list[np.ndarray]:
-        for name in outputs:
-            if name not in self.output_names:
-                raise _unknown_output(self.manifest, name)
-        _check_width(self.manifest, X)
+        _check_request(self.manifest, self.output_names, outputs, X)
         return self._score(X, outputs, is_parallel(X))
 
     def _score(self, X: np.ndarray, outputs: Sequence[str], parallel: bool) -> list[np.ndarray]:

@@ -27,7 +27,7 @@ import numpy as np
 
 from tensorwire.kernels import config, decomposition
 from tensorwire.server.model_format import Manifest, TensorSpec
-from tensorwire.server.scorers_linear import FLOAT_DTYPES, _check_outputs, _check_width, _invalid, _unknown_output
+from tensorwire.server.scorers_linear import FLOAT_DTYPES, _check_outputs, _check_request, _invalid
 from tensorwire.server.scoring import register
 
 NORMS = ("l1", "l2", "max")
@@ -176,10 +176,7 @@ class ProjectionScorer:
         self._transform(one_row(manifest), parallel=True)  # compile the parallel variant at load too
 
     def score(self, X: np.ndarray, outputs: Sequence[str]) -> list[np.ndarray]:
-        for name in outputs:
-            if name != "transform":
-                raise _unknown_output(self.manifest, name)
-        _check_width(self.manifest, X)
+        _check_request(self.manifest, ("transform",), outputs, X)
         transform = self._transform(X, is_parallel(X))
         return [transform for _ in outputs]
 

@@ -11,7 +11,7 @@ A binary classifier has one coef row and two classes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -73,7 +73,11 @@ def _check_outputs(manifest: Manifest, expected: list[TensorSpec]) -> None:
         raise _invalid(manifest, f"outputs {manifest.outputs} differ from what this model produces: {expected}")
 
 
-def _check_width(manifest: Manifest, X: np.ndarray) -> None:
+def _check_request(manifest: Manifest, known: Collection[str], outputs: Sequence[str], X: np.ndarray) -> None:
+    """Every output asked for is one of `known`, and X has the model's width (what every scorer checks first)."""
+    for name in outputs:
+        if name not in known:
+            raise _unknown_output(manifest, name)
     # The kernels index coef by X's columns without bounds checks: a wrong width must never reach them.
     if X.ndim != 2 or X.shape[1] != manifest.n_features:
         raise ValueError(f"model ({manifest.estimator}) expects input [-1, {manifest.n_features}], got {list(X.shape)}")
@@ -101,10 +105,7 @@ class LinearRegressorScorer:
         _check_outputs(manifest, regressor_outputs(manifest.input_datatype, self.coef.shape[0], self.multi_target))
 
     def score(self, X: np.ndarray, outputs: Sequence[str]) -> list[np.ndarray]:
-        for name in outputs:
-            if name != "predict":
-                raise _unknown_output(self.manifest, name)
-        _check_width(self.manifest, X)
+        _check_request(self.manifest, ("predict",), outputs, X)
         out = np.empty((X.shape[0], self.coef.shape[0]), dtype=self.dtype)
         linear.score_linear_regressor(X, self.coef, self.intercept, out)
         predict = out if self.multi_target else out.reshape(X.shape[0])
@@ -152,10 +153,7 @@ class LinearClassifierScorer:
         return labels
 
     def score(self, X: np.ndarray, outputs: Sequence[str]) -> list[np.ndarray]:
-        for name in outputs:
-            if name not in self.output_names:
-                raise _unknown_output(self.manifest, name)
-        _check_width(self.manifest, X)
+        _check_request(self.manifest, self.output_names, outputs, X)
         n = X.shape[0]
         want_proba = "predict_proba" in outputs
         decision = np.empty((n, self.coef.shape[0]), dtype=self.dtype)

@@ -32,9 +32,8 @@ from tensorwire.server.scorers_linear import (
     LABEL_DTYPES,
     LinearClassifierScorer,
     _check_outputs,
-    _check_width,
+    _check_request,
     _invalid,
-    _unknown_output,
 )
 from tensorwire.server.scoring import register
 
@@ -127,10 +126,7 @@ class _SVMScorer:
         self._score(one_row(manifest), [o.name for o in manifest.outputs], parallel=True)  # compile the parallel variants at load too
 
     def score(self, X: np.ndarray, outputs: Sequence[str]) -> list[np.ndarray]:
-        for name in outputs:
-            if name not in self.output_names:
-                raise _unknown_output(self.manifest, name)
-        _check_width(self.manifest, X)
+        _check_request(self.manifest, self.output_names, outputs, X)
         return self._score(X, outputs, is_parallel(X))
 
     def _score(self, X: np.ndarray, outputs: Sequence[str], parallel: bool) -> list[np.ndarray]:
