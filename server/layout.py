@@ -8,6 +8,8 @@ from __future__ import annotations
 import pathlib
 import re
 
+MODEL_FILE = "model.npz"
+CONFIG_FILE = "config.json"
 MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 

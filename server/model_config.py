@@ -15,7 +15,7 @@ import json
 import pathlib
 from dataclasses import dataclass
 
-CONFIG_FILE = "config.json"
+from tensorwire.server.layout import CONFIG_FILE
 
 
 class ModelConfigError(ValueError):

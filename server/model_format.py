@@ -20,7 +20,7 @@ import numpy as np
 from tensorwire.protos.codec import DATATYPES
 
 FORMAT_VERSION = 1
-MODEL_FILE = "model.npz"
+from tensorwire.server.layout import MODEL_FILE
 MANIFEST_KEY = "__manifest__"
 INPUT_NAME = "input"
 ARRAY_DTYPES = frozenset({"float32", "float64", "int32", "int64", "uint8", "bool"})

@@ -8,9 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from tensorwire.server.model_config import CONFIG_FILE
-from tensorwire.server.model_format import MODEL_FILE
-from tensorwire.server.layout import file_fingerprint, is_model_name
+from tensorwire.server.layout import CONFIG_FILE, MODEL_FILE, file_fingerprint, is_model_name
 
 log = logging.getLogger(__name__)
 
