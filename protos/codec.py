@@ -167,7 +167,7 @@ def encode_raw(array: np.ndarray) -> bytes:
         return serialize_bytes(array)
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))
-    return np.ascontiguousarray(array).tobytes()
+    return array.tobytes()  # C order whatever the array's layout
 
 
 def to_typed_contents(array: np.ndarray) -> pb.InferTensorContents:
