@@ -3,8 +3,10 @@
 (a) Throughput, latency and server CPU per request at batch 1 and 64, for a
     multinomial LogisticRegression (20 features, 4 classes, FP32), against
     benchmarks/echo_server.py (same protocol and gRPC setup, no inference) with
-    the same worker count, and beside a second echo server built on grpcio's
-    thread-pool server (`--api sync`, how most grpcio services are written). The load generator is h2load (C, HTTP/2), replaying
+    the same worker count: one on grpc.aio and one on grpcio's thread-pool
+    server (`--api aio|sync`, tensorwire's two engines; `tensorwire serve`
+    picks sync when there is a worker per CPU, aio otherwise, and the ratio
+    table marks the echo server on the same engine). The load generator is h2load (C, HTTP/2), replaying
     one serialised ModelInferRequest as a gRPC unary call over several
     connections (one TCP connection lands on one worker) with several streams
     each, for a fixed duration after a warm-up. h2load cannot read gRPC status
@@ -75,7 +77,7 @@ CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_mess
 RTOL, ATOL = 1e-5, 1e-6  # DESIGN.md's agreement bar for FP32 models
 LARGE_SHAPE = (2000, 2000)  # features x targets of the large model: 32 MB of float64 coefficients
 UNBALANCED_RETRIES = 2  # reruns of a run where SO_REUSEPORT left a worker with far less than its share of connections
-ECHO_APIS = {"echo": "aio", "echo-sync": "sync"}  # the echo servers run beside tensorwire, and their --api
+ECHO_APIS = {"echo": "aio", "echo-sync": "sync"}  # the echo servers run beside tensorwire, and their --api (tensorwire's --engine)
 GOAL_REQ_RATIO, GOAL_CPU_RATIO = 0.9, 1.15  # issue 4: >= 0.9x the echo server's req/s, <= 1.15x its CPU/request
 INSTALL_HINT = "h2load is missing: install it with `apt-get install nghttp2-client` (Debian/Ubuntu), or put it on PATH"
 
@@ -390,7 +392,7 @@ def median_row(rows: list[LoadRow]) -> LoadRow:
 class Pair:
     """tensorwire's figure over an echo server's, per round: the runs of a round are back to back."""
 
-    reference: str  # "echo" (grpc.aio, tensorwire's setup) or "echo-sync" (grpcio's thread-pool server)
+    reference: str  # "echo" (grpc.aio) or "echo-sync" (grpcio's thread-pool server)
     workers: int
     batch: int
     req_per_s_ratios: list[float]
@@ -448,6 +450,13 @@ def load_rows(estimator: Any, root: pathlib.Path, work: pathlib.Path, settings: 
     return rows, pairs
 
 
+def tensorwire_engine(workers: int) -> str:
+    """The gRPC engine `tensorwire serve --workers N` picks on this machine (--engine auto)."""
+    from tensorwire.server.config import ServerConfig
+
+    return ServerConfig(model_repository=".", workers=workers).resolved_engine()
+
+
 def ratios(pairs: list[Pair]) -> list[dict[str, Any]]:
     """tensorwire / echo at the same worker count and batch: the median over rounds of each round's ratio.
 
@@ -458,7 +467,9 @@ def ratios(pairs: list[Pair]) -> list[dict[str, Any]]:
     for pair in pairs:
         req = statistics.median(pair.req_per_s_ratios)
         cpu = statistics.median(pair.cpu_per_request_ratios)
-        out.append({"reference": pair.reference, "workers": pair.workers, "batch": pair.batch, "req_per_s_ratio": req, "cpu_per_request_ratio": cpu,
+        engine = tensorwire_engine(pair.workers)
+        out.append({"reference": pair.reference, "workers": pair.workers, "batch": pair.batch, "tensorwire_engine": engine,
+                    "same_engine": ECHO_APIS[pair.reference] == engine, "req_per_s_ratio": req, "cpu_per_request_ratio": cpu,
                     "req_per_s_ratio_range": [min(pair.req_per_s_ratios), max(pair.req_per_s_ratios)],
                     "cpu_per_request_ratio_range": [min(pair.cpu_per_request_ratios), max(pair.cpu_per_request_ratios)],
                     "meets_req_goal": req >= GOAL_REQ_RATIO, "meets_cpu_goal": cpu <= GOAL_CPU_RATIO})
@@ -625,10 +636,10 @@ def print_report(env: dict[str, Any], settings: Settings, loads: list[LoadRow], 
         ))
         print(f"\ntensorwire / echo server at the same worker count, median of the per-round ratios [min-max] "
               f"(goals: req/s >= {GOAL_REQ_RATIO}x, CPU/request <= {GOAL_CPU_RATIO}x); echo = grpc.aio as tensorwire, "
-              "echo-sync = grpcio's thread-pool server")
+              "echo-sync = grpcio's thread-pool server; 'same' marks the echo server on tensorwire's engine at that worker count")
         print(table(
-            ["vs", "workers", "batch", "req/s ratio", "CPU/req ratio", "goals"],
-            [[r["reference"], str(r["workers"]), str(r["batch"]),
+            ["vs", "workers", "batch", "tensorwire engine", "req/s ratio", "CPU/req ratio", "goals"],
+            [[r["reference"], str(r["workers"]), str(r["batch"]), r["tensorwire_engine"] + (" (same)" if r["same_engine"] else ""),
               f"{r['req_per_s_ratio']:.2f}x [{r['req_per_s_ratio_range'][0]:.2f}-{r['req_per_s_ratio_range'][1]:.2f}]",
               f"{r['cpu_per_request_ratio']:.2f}x [{r['cpu_per_request_ratio_range'][0]:.2f}-{r['cpu_per_request_ratio_range'][1]:.2f}]",
               "met" if r["meets_req_goal"] and r["meets_cpu_goal"] else

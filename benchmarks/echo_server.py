@@ -1,7 +1,7 @@
 """An Open Inference Protocol server that does no inference: the floor under tensorwire's cost.
 
 It serves `inference.GRPCInferenceService` with the same gRPC setup as
-tensorwire's server (grpc.aio, its handler a coroutine run on the event loop,
+tensorwire's aio engine (grpc.aio, its handler a coroutine run on the event loop,
 the same message size limits, a generic method handler) but answers ModelInfer
 without decoding a tensor or computing anything: the request's first raw input
 is echoed back as the one raw output `echo`, with the input's datatype and
@@ -11,8 +11,9 @@ Open Inference Protocol server must; everything tensorwire does beyond that
 comparison against this server isolates.
 
 `--api sync` serves the same handler from grpcio's classic server instead
-(`grpc.server` with a ThreadPoolExecutor of 8 threads, tensorwire's setup until
-it moved to grpc.aio): the do-nothing server most grpcio services are built like.
+(`grpc.server` with a ThreadPoolExecutor of 8 threads: tensorwire's sync engine
+with its default --threads, and the do-nothing server most grpcio services are
+built like).
 
     python benchmarks/echo_server.py --port 0                # prints "listening on 127.0.0.1:PORT"
     python benchmarks/echo_server.py --port 0 --workers 2    # one process per worker, one shared port

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 from dataclasses import dataclass
 from typing import Any
 
 CONTROL_MODES = ("none", "explicit", "poll")
+ENGINES = ("auto", "aio", "sync")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class ServerConfig:
     metrics_port: int = 8002  # 0 turns the metrics endpoint off
     workers: int = 1
     threads: int = 8
+    engine: str = "auto"  # aio | sync | auto: sync when there is a worker per CPU, else aio (server/app.py says why)
     max_receive_bytes: int = 64 * 1024 * 1024
     max_send_bytes: int = 64 * 1024 * 1024
     grace_seconds: float = 10.0
@@ -68,6 +71,8 @@ class ServerConfig:
                 raise ValueError(f"{flag} {port} is not a TCP port")
         if self.workers < 1 or self.threads < 1:
             raise ValueError("--workers and --threads must be at least 1")
+        if self.engine not in ENGINES:
+            raise ValueError(f"--engine must be one of {', '.join(ENGINES)}")
         if self.max_receive_bytes < 1024 or self.max_send_bytes < 1024:
             raise ValueError("message size limits must be at least 1 KiB")
         if self.grace_seconds < 0:
@@ -91,6 +96,12 @@ class ServerConfig:
         if self.tls_cert is None or self.tls_key is None:
             return None
         return TlsFiles(self.tls_cert, self.tls_key, self.tls_root, self.tls_mutual)
+
+    def resolved_engine(self) -> str:
+        """The gRPC engine a worker runs: `engine`, with auto decided by the CPUs this process may use."""
+        if self.engine != "auto":
+            return self.engine
+        return "sync" if self.workers >= (os.cpu_count() or 1) else "aio"
 
     def initial_models(self) -> list[str] | None:
         """The models to load at start-up: None means every model in the repository."""

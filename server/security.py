@@ -129,8 +129,27 @@ def required_scope(method: str) -> str | None:
     return "admin" if method in ADMIN_METHODS else "infer"
 
 
+def refusal_of(store: TokenStore, details: grpc.HandlerCallDetails) -> tuple[grpc.StatusCode, str] | None:
+    """Why a call may not go on, from its `authorization: Bearer <token>` and the method's scope; None if it may."""
+    needed = required_scope(details.method)
+    if needed is None:
+        return None
+    token = ""
+    for key, value in details.invocation_metadata or ():
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            token = value[len("Bearer ") :].strip()
+    if not token:
+        return grpc.StatusCode.UNAUTHENTICATED, "missing 'authorization: Bearer <token>' metadata"
+    scope = store.scope_of(token)
+    if scope is None:
+        return grpc.StatusCode.UNAUTHENTICATED, "unknown token"
+    if needed == "admin" and scope != "admin":
+        return grpc.StatusCode.PERMISSION_DENIED, f"{details.method} needs the admin scope"
+    return None
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Checks `authorization: Bearer <token>` against the method's scope before any handler runs."""
+    """Checks the bearer token against the method's scope before any handler runs (grpc.aio engine)."""
 
     def __init__(self, store: TokenStore) -> None:
         self._store = store
@@ -138,29 +157,39 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]], details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
-        needed = required_scope(details.method)
-        if needed is None:
+        refused = refusal_of(self._store, details)
+        if refused is None:
             return await continuation(details)
-        token = ""
-        for key, value in details.invocation_metadata or ():
-            if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-                token = value[len("Bearer ") :].strip()
-        if not token:
-            return _refusal(await continuation(details), grpc.StatusCode.UNAUTHENTICATED, "missing 'authorization: Bearer <token>' metadata")
-        scope = self._store.scope_of(token)
-        if scope is None:
-            return _refusal(await continuation(details), grpc.StatusCode.UNAUTHENTICATED, "unknown token")
-        if needed == "admin" and scope != "admin":
-            return _refusal(await continuation(details), grpc.StatusCode.PERMISSION_DENIED, f"{details.method} needs the admin scope")
-        return await continuation(details)
+        code, text = refused
+
+        async def abort(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            await context.abort(code, text)
+
+        return _shaped_like(await continuation(details), abort)
 
 
-def _refusal(handler: grpc.RpcMethodHandler | None, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+class SyncAuthInterceptor(grpc.ServerInterceptor):
+    """AuthInterceptor for grpcio's thread-pool server (sync engine)."""
+
+    def __init__(self, store: TokenStore) -> None:
+        self._store = store
+
+    def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        refused = refusal_of(self._store, details)
+        if refused is None:
+            return continuation(details)
+        code, text = refused
+
+        def abort(request: Any, context: grpc.ServicerContext) -> Any:
+            context.abort(code, text)
+
+        return _shaped_like(continuation(details), abort)
+
+
+def _shaped_like(handler: grpc.RpcMethodHandler | None, abort: Callable[..., Any]) -> grpc.RpcMethodHandler:
     """A handler of the same shape as the real one that only aborts."""
-
-    async def abort(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(code, message)
-
     if handler is None or not handler.request_streaming and not handler.response_streaming:
         return grpc.unary_unary_rpc_method_handler(abort)
     if handler.request_streaming and handler.response_streaming:

@@ -1,27 +1,27 @@
-"""gRPC glue: binds InferenceHandler to `inference.GRPCInferenceService`, plus health and reflection.
+"""gRPC glue shared by both serving engines: the RPC table, error mapping, health statuses, reflection, the drain.
 
 Method handlers are built from the service descriptor, so the proto file is the
-single list of RPCs. They are grpc.aio coroutines on one event loop. Domain errors become gRPC statuses here and nowhere else.
+single list of RPCs; each engine (server/engine_aio.py, server/engine_sync.py)
+supplies the adapters that call InferenceHandler in its own way. Domain errors
+become gRPC statuses here and nowhere else.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from concurrent.futures import Executor
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any
 
 import grpc
 from google.protobuf import message
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from tensorwire.protos import inference_pb2 as pb
 from tensorwire.protos._pool import POOL
-from tensorwire.protos.wire import stream_infer_response
+from tensorwire.server.config import ServerConfig
 from tensorwire.server.errors import InvalidRequestError, TensorwireError, UnsupportedError
 from tensorwire.server.handler import InferenceHandler
 
@@ -35,25 +35,25 @@ HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 MESSAGE_CLASSES: dict[str, type[message.Message]] = {
     descriptor.full_name: getattr(pb, descriptor.name) for descriptor in pb.DESCRIPTOR.message_types_by_name.values()
 }
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+DRAIN_QUIET_SECONDS = 0.05  # no new inference call for this long: every client waits on a held one
+DRAIN_HOLD_MAX_SECONDS = 1.0  # clients that never wait for answers do not delay a shutdown longer
 
 
 def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
-Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
-AsyncMethod: TypeAlias = Callable[[Any, Context], Awaitable[Any]]  # answers a message, or its serialised bytes
-
-
-def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
+def status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, TensorwireError):
         return exc.code, str(exc)
     log.exception("internal error")
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
 
 
-def _deadline(context: Context) -> float | None:
-    remaining = context.time_remaining()
+def deadline_after(remaining: float | None) -> float | None:
+    """A call's time_remaining() as a time.monotonic() deadline."""
     return None if remaining is None else time.monotonic() + remaining
 
 
@@ -79,96 +79,30 @@ def _lenient(cls: type[message.Message]) -> Callable[[bytes], Any]:
     return parse
 
 
-def _unary(method: AsyncMethod) -> AsyncMethod:
-    async def call(request: Any, context: Context) -> Any:
-        try:
-            if isinstance(request, Undecodable):
-                raise request.error()
-            return await method(request, context)
-        except Exception as exc:  # every failure leaves as a status, never as a crash
-            code, details = _status_of(exc)
-            await context.abort(code, details)
-            raise  # unreachable: abort raises
-
-    return call
+def stream_error(request: Any, exc: Exception) -> bytes:
+    """A ModelStreamInferResponse carrying a failure: on a stream, an error rides in its own message and the stream goes on."""
+    _, details = status_of(exc)
+    model_name, request_id = ("", "") if isinstance(request, Undecodable) else (request.model_name, request.id)
+    error = pb.ModelStreamInferResponse(error_message=details, infer_response=pb.ModelInferResponse(model_name=model_name, id=request_id))
+    return error.SerializeToString()
 
 
-class Drain:
-    """Inference calls that arrive once a shutdown has begun wait here until it is safe to serve them
-    (see Server._drain_and_stop). Lives on the server's event loop."""
-
-    def __init__(self) -> None:
-        self.holding = False
-        self.last_arrival = 0.0  # time.monotonic() of the last call held
-        self._released = asyncio.Event()
-
-    async def hold(self) -> None:
-        self.last_arrival = time.monotonic()
-        await self._released.wait()
-
-    def release(self) -> None:
-        self._released.set()
-
-
-async def _scored(handler: InferenceHandler, pool: Executor, drain: Drain, request: Any, context: Context) -> bytes:
-    """A quick request is scored right here on the event loop (no thread hand-off: the cheapest path
-    grpc.aio offers); a long one goes to the pool, so that it never stalls the others."""
-    if drain.holding:
-        await drain.hold()
-    if isinstance(request, Undecodable):
-        raise request.error()
-    deadline = _deadline(context)
-    model = handler.model_of(request)
-    if handler.is_quick(model, request):
-        return handler.score_request(model, request, deadline)
-    return await asyncio.get_running_loop().run_in_executor(pool, handler.score_request, model, request, deadline)
-
-
-def _infer(handler: InferenceHandler, pool: Executor, drain: Drain) -> AsyncMethod:
-    return _unary(lambda request, context: _scored(handler, pool, drain, request, context))
-
-
-def _in_pool(implementation: Callable[[Any], message.Message], pool: Executor) -> AsyncMethod:
-    """Every other RPC runs in the pool: loading a model or gathering statistics waits on other workers."""
-
-    async def call(request: Any, context: Context) -> message.Message:
-        return await asyncio.get_running_loop().run_in_executor(pool, implementation, request)
-
-    return call
-
-
-def _stream_infer(handler: InferenceHandler, pool: Executor, drain: Drain) -> Callable[[AsyncIterator[Any], Context], AsyncIterator[bytes]]:
-    """Bidirectional inference: an error rides in its own message and the stream goes on.
-
-    A cancelled stream needs no check here: grpc.aio cancels this coroutine.
-    """
-
-    async def call(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[bytes]:
-        async for request in requests:
-            try:
-                yield stream_infer_response(await _scored(handler, pool, drain, request, context))
-            except Exception as exc:
-                _, details = _status_of(exc)
-                model_name, request_id = ("", "") if isinstance(request, Undecodable) else (request.model_name, request.id)
-                error = pb.ModelStreamInferResponse(error_message=details, infer_response=pb.ModelInferResponse(model_name=model_name, id=request_id))
-                yield error.SerializeToString()
-
-    return call
-
-
-def inference_service(handler: InferenceHandler, pool: Executor, drain: Drain) -> grpc.GenericRpcHandler:
-    """A generic handler serving every RPC of the proto's service that the handler implements."""
+def inference_service(
+    handler: InferenceHandler, infer: Callable[..., Any], stream_infer: Callable[..., Any], other: Callable[[Callable[[Any], message.Message]], Callable[..., Any]]
+) -> grpc.GenericRpcHandler:
+    """A generic handler serving every RPC of the proto's service: `infer` and `stream_infer` answer
+    serialised bytes; `other` adapts each of the handler's other methods (or a refusal) to the engine."""
     methods: dict[str, grpc.RpcMethodHandler] = {}
     for method in SERVICE.methods:
         parse = _lenient(MESSAGE_CLASSES[method.input_type.full_name])
         serialize = MESSAGE_CLASSES[method.output_type.full_name].SerializeToString
         if method.name == STREAM_METHOD:
-            methods[method.name] = grpc.stream_stream_rpc_method_handler(_stream_infer(handler, pool, drain), parse, None)
+            methods[method.name] = grpc.stream_stream_rpc_method_handler(stream_infer, parse, None)
         elif method.name == INFER_METHOD:  # no serializer: the handler answers serialised bytes
-            methods[method.name] = grpc.unary_unary_rpc_method_handler(_infer(handler, pool, drain), parse, None)
+            methods[method.name] = grpc.unary_unary_rpc_method_handler(infer, parse, None)
         else:
             implementation = getattr(handler, _snake(method.name), None) or _unimplemented(method.name)
-            methods[method.name] = grpc.unary_unary_rpc_method_handler(_unary(_in_pool(implementation, pool)), parse, serialize)
+            methods[method.name] = grpc.unary_unary_rpc_method_handler(other(implementation), parse, serialize)
     return grpc.method_handlers_generic_handler(SERVICE_NAME, methods)
 
 
@@ -179,68 +113,80 @@ def _unimplemented(name: str) -> Callable[[Any], message.Message]:
     return call
 
 
-class HealthReporter:
-    """grpc.health.v1: the server-wide status ("") and one status per model name.
+class HealthStatuses:
+    """grpc.health.v1 statuses: the server-wide one (""), the service's, and one per model name."""
 
-    The servicer lives on the server's event loop; `update` may be called from
-    any other thread (a model load, the repository poller) and returns once the
-    new statuses are visible.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.servicer = health.aio.HealthServicer()
-        self._loop = loop
+    def __init__(self) -> None:
         self._models: set[str] = set()
 
-    def update(self, handler: InferenceHandler) -> None:
-        serving = health_pb2.HealthCheckResponse.SERVING
-        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
-        statuses = {"": serving if handler.ready else not_serving, SERVICE_NAME: serving if handler.ready else not_serving}
+    def of(self, handler: InferenceHandler) -> dict[str, int]:
+        server = SERVING if handler.ready else NOT_SERVING
+        statuses = {"": server, SERVICE_NAME: server}
         current = set()
         for entry in handler.repository.entries():
             current.add(entry.name)
-            statuses[entry.name] = serving if entry.default_version is not None else not_serving
+            statuses[entry.name] = SERVING if entry.default_version is not None else NOT_SERVING
         for name in self._models - current:  # unloaded since the last update
-            statuses[name] = not_serving
+            statuses[name] = NOT_SERVING
         self._models = current
-        self._run(self._set_all(statuses))
-
-    def shutdown(self) -> None:
-        self._run(self.servicer.enter_graceful_shutdown())
-
-    async def _set_all(self, statuses: dict[str, int]) -> None:
-        for service, status in statuses.items():
-            await self.servicer.set(service, status)
-
-    def _run(self, work: Coroutine[Any, Any, None]) -> None:
-        future = asyncio.run_coroutine_threadsafe(work, self._loop)
-        if not _on_loop(self._loop):  # from the loop itself, waiting would deadlock: it runs next
-            future.result()
+        return statuses
 
 
-def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
+class DrainClock:
+    """When a shutdown may begin: gRPC's shutdown cancels (CANCELLED, which no client retries) every
+    call it has received that no handler has taken yet, and under load there always are some. So each
+    engine first holds inference calls as they arrive; once none has arrived for a moment, the clients
+    are all waiting on held calls, nothing is left untaken, and the shutdown (which also tells clients to
+    go elsewhere) loses nothing. The held calls are then scored, within the grace period."""
+
+    def __init__(self) -> None:
+        self.holding = False
+        self.last_arrival = 0.0  # time.monotonic() of the last call held
+        self._give_up = 0.0
+
+    def begin(self, grace: float) -> None:
+        self.last_arrival = time.monotonic()
+        self._give_up = self.last_arrival + min(grace, DRAIN_HOLD_MAX_SECONDS)
+        self.holding = True
+
+    def arrived(self) -> None:
+        self.last_arrival = time.monotonic()
+
+    def settled(self) -> bool:
+        now = time.monotonic()
+        return now - self.last_arrival >= DRAIN_QUIET_SECONDS or now >= self._give_up
 
 
-def add_services(server: grpc.aio.Server, handler: InferenceHandler, pool: Executor, drain: Drain) -> HealthReporter:
-    """Register the inference service, health and reflection on a server (on its loop, before it starts)."""
-    server.add_generic_rpc_handlers((inference_service(handler, pool, drain),))
-    reporter = HealthReporter(asyncio.get_running_loop())
-    health_pb2_grpc.add_HealthServicer_to_server(reporter.servicer, server)
-    _add_to_private_pool(health_pb2.DESCRIPTOR.serialized_pb, reflection_pb2.DESCRIPTOR.serialized_pb)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server, pool=POOL
-    )
-    return reporter
-
-
-def _add_to_private_pool(*serialized_files: bytes) -> None:
-    """Let reflection describe health and reflection itself from the same pool as our service."""
-    for serialized in serialized_files:
+def add_reflection(server: Any) -> None:
+    """Server reflection for our service, health and reflection itself (before the server starts)."""
+    for serialized in (health_pb2.DESCRIPTOR.serialized_pb, reflection_pb2.DESCRIPTOR.serialized_pb):
         try:
             POOL.AddSerializedFile(serialized)
         except TypeError:
             pass  # already added by an earlier server in this process
+    reflection.enable_server_reflection((SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server, pool=POOL)
+
+
+def server_options(config: ServerConfig, reuse_port: bool) -> list[tuple[str, int]]:
+    options = [
+        ("grpc.max_receive_message_length", config.max_receive_bytes),
+        ("grpc.max_send_message_length", config.max_send_bytes),
+        # workers share the supervisor's port; a lone server never shares one silently
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+    ]
+    if config.max_connection_age_seconds > 0:  # clients reconnect now and then, so they spread again over new pods or workers
+        options += [("grpc.max_connection_age_ms", int(config.max_connection_age_seconds * 1000)), ("grpc.max_connection_age_grace_ms", 30_000)]
+    return options
+
+
+def listen(server: Any, config: ServerConfig) -> int:
+    """Bind the configured address (TLS if configured) and return the port."""
+    address = f"{config.host}:{config.grpc_port}"
+    try:
+        tls = config.tls()
+        port = server.add_secure_port(address, tls.credentials()) if tls is not None else server.add_insecure_port(address)
+    except RuntimeError:  # grpcio raises where older versions returned 0
+        port = 0
+    if port == 0:
+        raise OSError(f"cannot listen on {address} (in use, or not an address of this machine)")
+    return int(port)

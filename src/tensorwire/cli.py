@@ -20,7 +20,9 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     serve.add_argument("--grpc-port", type=int, default=int(_env("GRPC_PORT", "8001")), help="gRPC port (default 8001; 0 picks a free one)")
     serve.add_argument("--metrics-port", type=int, default=int(_env("METRICS_PORT", "8002")), help="Prometheus metrics port (default 8002; 0: off)")
     serve.add_argument("--workers", type=int, default=int(_env("WORKERS", str(os.cpu_count() or 1))), help="worker processes (default: one per CPU)")
-    serve.add_argument("--threads", type=int, default=int(_env("THREADS", "8")), help="threads per worker for large inference requests and the other RPCs; small requests are scored on the event loop (default 8)")
+    serve.add_argument("--threads", type=int, default=int(_env("THREADS", "8")), help="threads per worker: for every RPC (sync engine), or for large inference requests and the other RPCs (aio engine) (default 8)")
+    serve.add_argument("--engine", default=_env("ENGINE", "auto"), choices=["auto", "aio", "sync"],
+                       help="gRPC server kind: aio (an event loop), sync (a thread pool), auto: sync when --workers is at least the CPU count")
     serve.add_argument("--model-control-mode", default=_env("MODEL_CONTROL_MODE", "none"), choices=["none", "explicit", "poll"],
                        help="none: serve what is there at start; explicit: load/unload by API (and --load-model); poll: follow the repository")
     serve.add_argument("--load-model", action="append", default=[], metavar="NAME", help="explicit mode: load this model at start ('*' for all); repeatable")
@@ -78,6 +80,7 @@ def _serve(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port,
             workers=args.workers,
             threads=args.threads,
+            engine=args.engine,
             max_receive_bytes=args.max_receive_mb * 1024 * 1024,
             grace_seconds=args.grace_period,
             model_control_mode=args.model_control_mode,

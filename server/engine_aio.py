@@ -1,0 +1,166 @@
+"""The grpc.aio engine: one event loop, in a thread of its own, answers every call.
+
+A quick ModelInfer is decoded, scored and answered on the loop with no thread
+hand-off, the cheapest path grpc.aio offers; a long one and every other RPC
+run in the pool, so that they never stall the quick ones. The cheapest engine
+when a worker has more than one core to itself (see server/app.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from concurrent.futures import Executor
+from typing import Any, TypeAlias, TypeVar
+
+import grpc
+from google.protobuf import message
+from grpc_health.v1 import health, health_pb2_grpc
+
+from tensorwire.protos.wire import stream_infer_response
+from tensorwire.server.config import ServerConfig
+from tensorwire.server.handler import InferenceHandler
+from tensorwire.server.security import AuthInterceptor, TokenStore
+from tensorwire.server.servicer import (
+    DRAIN_QUIET_SECONDS,
+    DrainClock,
+    Undecodable,
+    add_reflection,
+    deadline_after,
+    inference_service,
+    listen,
+    server_options,
+    status_of,
+    stream_error,
+)
+
+T = TypeVar("T")
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+
+class Drain(DrainClock):
+    """Holds inference calls once a shutdown has begun (see DrainClock); lives on the event loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._released = asyncio.Event()
+
+    async def hold(self) -> None:
+        self.arrived()
+        await self._released.wait()
+
+    def release(self) -> None:
+        self._released.set()
+
+
+class AioEngine:
+    def __init__(self, config: ServerConfig, handler: InferenceHandler, pool: Executor, *, reuse_port: bool) -> None:
+        self._config, self._handler, self._pool = config, handler, pool
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="tensorwire-grpc", daemon=True).start()
+        try:
+            self._server, self.port = self._on_loop(self._build(reuse_port))
+        except BaseException:
+            self.close()
+            raise
+
+    async def _build(self, reuse_port: bool) -> tuple[grpc.aio.Server, int]:
+        """The server, built on the loop (grpc.aio, the drain's event and health belong to it)."""
+        config = self._config
+        self._drain = Drain()
+        interceptors = [] if config.auth_tokens is None else [AuthInterceptor(TokenStore.load(config.auth_tokens or None))]
+        server = grpc.aio.server(interceptors=interceptors, maximum_concurrent_rpcs=config.max_inflight, options=server_options(config, reuse_port))
+        server.add_generic_rpc_handlers((inference_service(self._handler, self._infer, self._stream_infer, self._in_pool),))
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        add_reflection(server)
+        return server, listen(server, config)
+
+    def _on_loop(self, work: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
+
+    def start(self) -> None:
+        self._on_loop(self._server.start())
+
+    def set_health(self, statuses: dict[str, int]) -> None:
+        """Callable from any thread; returns once the statuses are visible (from the loop: once queued)."""
+        self._run(self._set_health(statuses))
+
+    async def _set_health(self, statuses: dict[str, int]) -> None:
+        for service, status in statuses.items():
+            await self._health.set(service, status)
+
+    def shutdown_health(self) -> None:
+        self._run(self._health.enter_graceful_shutdown())
+
+    def _run(self, work: Coroutine[Any, Any, None]) -> None:
+        future = asyncio.run_coroutine_threadsafe(work, self._loop)
+        if not _running_on(self._loop):  # from the loop itself, waiting would deadlock: it runs next
+            future.result()
+
+    def drain_and_stop(self, grace: float) -> None:
+        self._on_loop(self._drain_and_stop(grace))
+
+    async def _drain_and_stop(self, grace: float) -> None:
+        drain = self._drain
+        drain.begin(grace)
+        while not drain.settled():
+            await asyncio.sleep(DRAIN_QUIET_SECONDS / 5)
+        stopping = asyncio.create_task(self._server.stop(grace))
+        await asyncio.sleep(DRAIN_QUIET_SECONDS / 5)  # the shutdown has begun: calls that come now are refused, retryably
+        drain.release()
+        await stopping
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+    # ---- method adapters ---------------------------------------------------------
+
+    async def _scored(self, request: Any, context: Context) -> bytes:
+        if self._drain.holding:
+            await self._drain.hold()
+        if isinstance(request, Undecodable):
+            raise request.error()
+        handler = self._handler
+        deadline = deadline_after(context.time_remaining())
+        model = handler.model_of(request)
+        if handler.is_quick(model, request):
+            return handler.score_request(model, request, deadline)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, handler.score_request, model, request, deadline)
+
+    async def _infer(self, request: Any, context: Context) -> bytes:
+        try:
+            return await self._scored(request, context)
+        except Exception as exc:  # every failure leaves as a status, never as a crash
+            await context.abort(*status_of(exc))
+            raise  # unreachable: abort raises
+
+    async def _stream_infer(self, requests: AsyncIterator[Any], context: Context) -> AsyncIterator[bytes]:
+        """A cancelled stream needs no check here: grpc.aio cancels this coroutine."""
+        async for request in requests:
+            try:
+                yield stream_infer_response(await self._scored(request, context))
+            except Exception as exc:
+                yield stream_error(request, exc)
+
+    def _in_pool(self, implementation: Callable[[Any], message.Message]) -> Callable[[Any, Context], Awaitable[message.Message]]:
+        """Every other RPC runs in the pool: loading a model or gathering statistics waits on other workers."""
+
+        async def call(request: Any, context: Context) -> message.Message:
+            try:
+                if isinstance(request, Undecodable):
+                    raise request.error()
+                return await asyncio.get_running_loop().run_in_executor(self._pool, implementation, request)
+            except Exception as exc:
+                await context.abort(*status_of(exc))
+                raise
+
+        return call
+
+
+def _running_on(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

@@ -1,0 +1,122 @@
+"""The sync engine: grpcio's thread-pool server, every call answered in one of `--threads` threads.
+
+Each call hops from grpc's poller thread to a pool thread, which costs more
+than grpc.aio's single loop when a process has cores to spare; with one worker
+process per core the hops are cheaper than the loop's wake-ups (see server/app.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+from google.protobuf import message
+from grpc_health.v1 import health, health_pb2_grpc
+
+from tensorwire.protos.wire import stream_infer_response
+from tensorwire.server.config import ServerConfig
+from tensorwire.server.handler import InferenceHandler
+from tensorwire.server.security import SyncAuthInterceptor, TokenStore
+from tensorwire.server.servicer import (
+    DRAIN_QUIET_SECONDS,
+    DrainClock,
+    Undecodable,
+    add_reflection,
+    deadline_after,
+    inference_service,
+    listen,
+    server_options,
+    status_of,
+    stream_error,
+)
+
+
+class Drain(DrainClock):
+    """Holds inference calls once a shutdown has begun (see DrainClock), each in its pool thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._released = threading.Event()
+
+    def hold(self) -> None:
+        self.arrived()
+        self._released.wait()
+
+    def release(self) -> None:
+        self._released.set()
+
+
+class SyncEngine:
+    def __init__(self, config: ServerConfig, handler: InferenceHandler, pool: ThreadPoolExecutor, *, reuse_port: bool) -> None:
+        self._handler = handler
+        self._drain = Drain()
+        interceptors = [] if config.auth_tokens is None else [SyncAuthInterceptor(TokenStore.load(config.auth_tokens or None))]
+        server = grpc.server(pool, interceptors=interceptors, maximum_concurrent_rpcs=config.max_inflight, options=server_options(config, reuse_port))
+        server.add_generic_rpc_handlers((inference_service(handler, self._infer, self._stream_infer, self._plain),))
+        self._health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        add_reflection(server)
+        self.port = listen(server, config)
+        self._server = server
+
+    def start(self) -> None:
+        self._server.start()
+
+    def set_health(self, statuses: dict[str, int]) -> None:
+        for service, status in statuses.items():
+            self._health.set(service, status)
+
+    def shutdown_health(self) -> None:
+        self._health.enter_graceful_shutdown()
+
+    def drain_and_stop(self, grace: float) -> None:
+        drain = self._drain
+        drain.begin(grace)
+        while not drain.settled():
+            time.sleep(DRAIN_QUIET_SECONDS / 5)
+        stopped = self._server.stop(grace)
+        time.sleep(DRAIN_QUIET_SECONDS / 5)  # the shutdown has begun: calls that come now are refused, retryably
+        drain.release()
+        stopped.wait()
+
+    def close(self) -> None:
+        pass  # grpcio's server has no thread of its own left once stopped
+
+    # ---- method adapters ---------------------------------------------------------
+
+    def _scored(self, request: Any, context: grpc.ServicerContext) -> bytes:
+        if self._drain.holding:
+            self._drain.hold()
+        if isinstance(request, Undecodable):
+            raise request.error()
+        return self._handler.model_infer(request, deadline_after(context.time_remaining()))
+
+    def _infer(self, request: Any, context: grpc.ServicerContext) -> bytes:
+        try:
+            return self._scored(request, context)
+        except Exception as exc:  # every failure leaves as a status, never as a crash
+            context.abort(*status_of(exc))
+            raise  # unreachable: abort raises
+
+    def _stream_infer(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[bytes]:
+        for request in requests:
+            try:
+                yield stream_infer_response(self._scored(request, context))
+            except Exception as exc:
+                yield stream_error(request, exc)
+
+    def _plain(self, implementation: Callable[[Any], message.Message]) -> Callable[[Any, grpc.ServicerContext], message.Message]:
+        def call(request: Any, context: grpc.ServicerContext) -> message.Message:
+            try:
+                if isinstance(request, Undecodable):
+                    raise request.error()
+                return implementation(request)
+            except Exception as exc:
+                context.abort(*status_of(exc))
+                raise
+
+        return call
