@@ -132,9 +132,14 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory, fitted_models: di
     return root
 
 
-@pytest.fixture(scope="session")
-def server(model_repository: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(model_repository, tmp_path_factory.mktemp("logs") / "server.log")
+ENGINES = ("aio", "sync")  # tensorwire serve --engine: every test of the shared server runs on both
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def server(request: pytest.FixtureRequest, model_repository: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """The default server (one worker per CPU) on each gRPC engine in turn."""
+    engine = request.param
+    running = start_server(model_repository, tmp_path_factory.mktemp("logs") / f"server-{engine}.log", "--engine", engine)
     yield running
     stop_server(running)
 

@@ -55,3 +55,30 @@ def test_serve_refuses_a_port_in_use(tmp_path) -> None:  # type: ignore[no-untyp
         result = tensorwire("serve", str(tmp_path), "--host", "127.0.0.1", "--grpc-port", str(taken.getsockname()[1]))
     assert result.returncode == 1
     assert "cannot listen" in result.stderr
+
+
+def test_engine_auto_is_sync_with_a_worker_per_cpu_and_aio_below(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from tensorwire.server.config import ServerConfig
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert [ServerConfig(model_repository=".", workers=n).resolved_engine() for n in (1, 3, 4, 8)] == ["aio", "aio", "sync", "sync"]
+    assert ServerConfig(model_repository=".", workers=8, engine="aio").resolved_engine() == "aio"
+    assert ServerConfig(model_repository=".", workers=1, engine="sync").resolved_engine() == "sync"
+
+
+def test_serve_refuses_an_unknown_engine(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = tensorwire("serve", str(tmp_path), "--engine", "twisted")
+    assert result.returncode == 2
+    assert "--engine" in result.stderr and "invalid choice" in result.stderr
+
+
+def test_each_engine_says_it_serves(start_tensorwire, model_repository) -> None:  # type: ignore[no-untyped-def]
+    from tensorwire.client import InferenceClient
+
+    for engine in ("aio", "sync"):
+        server = start_tensorwire(model_repository, "--workers", "1", "--engine", engine)
+        assert f"{engine} engine" in server.log()
+        with InferenceClient(server.url) as client:
+            assert client.infer("ols", np.ones((3, 6), np.float32))["predict"].shape == (3,)

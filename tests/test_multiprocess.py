@@ -219,7 +219,8 @@ def test_sigterm_drains_in_flight_requests_and_leaves_no_process(start_tensorwir
     assert all(not pathlib.Path(f"/proc/{pid}").exists() for pid in workers)
 
 
-def test_sigterm_under_load_cancels_no_call(start_tensorwire: Any, repository: pathlib.Path) -> None:
+@pytest.mark.parametrize("engine", ["aio", "sync"])
+def test_sigterm_under_load_cancels_no_call(start_tensorwire: Any, repository: pathlib.Path, engine: str) -> None:
     """gRPC's own shutdown cancels the calls it has received but no handler has taken, and under load
     there always are some; the drain holds calls first so that none is left. Every call of a
     closed-loop load ends OK or UNAVAILABLE (the port closed: retryable), never CANCELLED."""
@@ -228,7 +229,7 @@ def test_sigterm_under_load_cancels_no_call(start_tensorwire: Any, repository: p
     from tensorwire.client._requests import build_infer_request
     from tensorwire.protos import inference_pb2 as pb
 
-    server = start_tensorwire(repository, "--workers", "2", "--grace-period", "20")
+    server = start_tensorwire(repository, "--workers", "2", "--engine", engine, "--grace-period", "20")
     wait_for_log(server, r"worker \d ready(.|\n)*worker \d ready")
     request = build_infer_request("steady", np.ones((4, 5), np.float32))
     codes: Counter[grpc.StatusCode] = Counter()

@@ -126,11 +126,14 @@ def test_mutual_tls_requires_a_client_certificate(start_tensorwire: Any, model_r
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-@pytest.fixture()
-def authed(start_tensorwire: Any, model_repository: pathlib.Path, tmp_path: pathlib.Path) -> Any:
+@pytest.fixture(params=("aio", "sync"))
+def authed(request: pytest.FixtureRequest, start_tensorwire: Any, model_repository: pathlib.Path, tmp_path: pathlib.Path) -> Any:
+    """A server requiring tokens, on each gRPC engine (each has its own auth interceptor)."""
     tokens = tmp_path / "tokens"
     tokens.write_text(f"# scope token\ninfer {INFER_TOKEN}\nadmin {ADMIN_TOKEN}\n")
-    server = start_tensorwire(model_repository, "--workers", "2", "--auth-tokens", str(tokens), "--model-control-mode", "explicit", "--load-model", "*")
+    server = start_tensorwire(
+        model_repository, "--workers", "2", "--engine", request.param, "--auth-tokens", str(tokens), "--model-control-mode", "explicit", "--load-model", "*"
+    )
     server.tokens = tokens
     return server
 
@@ -211,8 +214,9 @@ def test_request_limits(start_tensorwire: Any, model_repository: pathlib.Path) -
         assert call(channel, "ModelInfer", infer_request(rows=100), pb.ModelInferResponse).outputs
 
 
-def test_in_flight_limit_answers_resource_exhausted_at_once(start_tensorwire: Any, model_repository: pathlib.Path) -> None:
-    server = start_tensorwire(model_repository, "--workers", "1", "--threads", "2", "--max-inflight", "2")
+@pytest.mark.parametrize("engine", ["aio", "sync"])
+def test_in_flight_limit_answers_resource_exhausted_at_once(start_tensorwire: Any, model_repository: pathlib.Path, engine: str) -> None:
+    server = start_tensorwire(model_repository, "--workers", "1", "--engine", engine, "--threads", "2", "--max-inflight", "2")
     big = infer_request(rows=400_000)
     with grpc.insecure_channel(server.url, options=[("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]) as channel:
         stub = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer", request_serializer=pb.ModelInferRequest.SerializeToString, response_deserializer=pb.ModelInferResponse.FromString)
