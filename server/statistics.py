@@ -1,23 +1,26 @@
 """Per model-version inference statistics: Triton's ModelStatistics and the Prometheus metrics both read them.
 
-The request path only adds integers under a per-version lock (about a
-microsecond); turning them into protobuf or Prometheus text happens when
-someone asks, in whichever process asks.
+The request path only appends one tuple per request (a tenth of a
+microsecond, no lock); the tuples are added up in bulk with numpy every
+FOLD_EVERY requests and whenever someone reads. Turning the sums into
+protobuf or Prometheus text happens when someone asks, in whichever process asks.
 """
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from tensorwire.protos import inference_pb2 as pb
 
 LATENCY_BUCKETS_NS = (50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 25_000_000, 100_000_000, 1_000_000_000)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
+FOLD_EVERY = 256  # successes recorded before they are added up (also whenever the statistics are read)
 
 
 @dataclass
@@ -28,6 +31,10 @@ class Duration:
     def add(self, ns: int) -> None:
         self.count += 1
         self.ns += ns
+
+    def add_all(self, ns: np.ndarray) -> None:
+        self.count += len(ns)
+        self.ns += int(ns.sum())
 
     def to_proto(self) -> pb.StatisticDuration:
         return pb.StatisticDuration(count=self.count, ns=self.ns)
@@ -44,9 +51,11 @@ class Histogram:
     def __post_init__(self) -> None:
         self.counts = [0] * (len(self.bounds) + 1)
 
-    def observe(self, value: int) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += value
+    def observe_all(self, values: np.ndarray) -> None:
+        """Count each value in the first bucket whose bound is >= it (Prometheus' `le`)."""
+        added = np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=len(self.counts))
+        self.counts = [count + int(more) for count, more in zip(self.counts, added)]
+        self.total += int(values.sum())
 
     def snapshot(self) -> dict[str, Any]:
         return {"counts": list(self.counts), "sum": self.total}
@@ -67,22 +76,39 @@ class VersionStatistics:
     request_ns: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_NS))
     compute_ns: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_NS))
     batch_rows: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    # successes not yet added up: (rows, input_ns, infer_ns, output_ns, queue_ns, executed)
+    _pending: deque[tuple[int, int, int, int, int, bool]] = field(default_factory=deque, repr=False)
+    _last_success_ns: int = 0
 
     def record_success(self, rows: int, input_ns: int, infer_ns: int, output_ns: int, queue_ns: int = 0, executed: bool = True) -> None:
-        total_ns = input_ns + infer_ns + output_ns + queue_ns
+        """Called by any thread, lock-free: deque.append is atomic."""
+        self._last_success_ns = time.time_ns()
+        pending = self._pending
+        pending.append((rows, input_ns, infer_ns, output_ns, queue_ns, executed))
+        if len(pending) >= FOLD_EVERY:
+            self.fold()
+
+    def fold(self) -> None:
+        """Add the pending successes to the sums (records appended meanwhile wait for the next fold)."""
         with self.lock:
-            self.last_inference_ms = time.time_ns() // 1_000_000
-            self.inference_count += rows
-            self.execution_count += executed
-            self.success.add(total_ns)
-            self.queue.add(queue_ns)
-            self.compute_input.add(input_ns)
-            self.compute_infer.add(infer_ns)
-            self.compute_output.add(output_ns)
-            self.request_ns.observe(total_ns)
-            self.compute_ns.observe(infer_ns)
-            self.batch_rows.observe(rows)
+            pending = self._pending
+            records = [pending.popleft() for _ in range(len(pending))]
+            if not records:
+                return
+            rows, input_ns, infer_ns, output_ns, queue_ns, executed = np.array(records, dtype=np.int64).T
+            total_ns = input_ns + infer_ns + output_ns + queue_ns
+            self.last_inference_ms = max(self.last_inference_ms, self._last_success_ns // 1_000_000)
+            self.inference_count += int(rows.sum())
+            self.execution_count += int(executed.sum())
+            self.success.add_all(total_ns)
+            self.queue.add_all(queue_ns)
+            self.compute_input.add_all(input_ns)
+            self.compute_infer.add_all(infer_ns)
+            self.compute_output.add_all(output_ns)
+            self.request_ns.observe_all(total_ns)
+            self.compute_ns.observe_all(infer_ns)
+            self.batch_rows.observe_all(rows)
 
     def record_failure(self, ns: int, outcome: str) -> None:
         with self.lock:
@@ -92,6 +118,7 @@ class VersionStatistics:
 
     def to_proto(self, name: str, version: str) -> pb.ModelStatistics:
         with self.lock:
+            self.fold()
             return pb.ModelStatistics(
                 name=name,
                 version=version,
@@ -111,6 +138,7 @@ class VersionStatistics:
     def metrics_snapshot(self) -> dict[str, Any]:
         """Plain data for the metrics endpoint (it crosses the process boundary)."""
         with self.lock:
+            self.fold()
             return {
                 "outcomes": {"success": self.success.count, **self.failures},
                 "rows": self.inference_count,
