@@ -23,6 +23,8 @@ _TENSOR_NAME, _TENSOR_DATATYPE, _TENSOR_SHAPE = 0x0A, 0x12, 0x1A  # InferOutputT
 _STREAM_INFER_RESPONSE = 0x12  # ModelStreamInferResponse.infer_response
 
 _SMALL_VARINTS = [bytes((n,)) for n in range(0x80)]
+_RAW_OUTPUT_HEAD = _SMALL_VARINTS[_RAW_OUTPUT_CONTENTS]
+_RAW_OUTPUT_HEADS = [_RAW_OUTPUT_HEAD + _SMALL_VARINTS[n] for n in range(0x80)]  # the tag and a one-byte length
 
 
 def varint(n: int) -> bytes:
@@ -58,6 +60,7 @@ class InferResponseEncoder:
     def __init__(self, model_name: str, model_version: str, datatypes: Mapping[str, str]) -> None:
         self._head = _string(_MODEL_NAME, model_name) + _string(_MODEL_VERSION, model_version)
         self._tensor_heads = {name: _string(_TENSOR_NAME, name) + _string(_TENSOR_DATATYPE, datatype) for name, datatype in datatypes.items()}
+        self._numeric = frozenset(name for name, datatype in datatypes.items() if datatype != "BYTES")  # raw bytes: tobytes()
         self._tensors: dict[tuple[str, tuple[int, ...]], bytes] = {}
 
     def encode(self, request_id: str, names: Sequence[str], arrays: Sequence[np.ndarray]) -> bytes:
@@ -65,14 +68,17 @@ class InferResponseEncoder:
         parts = [self._head]
         if request_id:
             parts.append(length_delimited(_ID, request_id.encode()))
-        tensors = self._tensors
+        tensors, numeric = self._tensors, self._numeric
+        contents = []
         for name, array in zip(names, arrays):
             key = (name, array.shape)
             tensor = tensors.get(key)
             parts.append(self._tensor(key) if tensor is None else tensor)
-        for array in arrays:
-            raw = encode_raw(array)
-            parts.append(_SMALL_VARINTS[_RAW_OUTPUT_CONTENTS] + varint(len(raw)))
+            # tobytes() writes C order whatever the layout; encode_raw also handles BYTES and big-endian arrays
+            contents.append(array.tobytes() if name in numeric and array.dtype.byteorder != ">" else encode_raw(array))
+        for raw in contents:
+            size = len(raw)
+            parts.append(_RAW_OUTPUT_HEADS[size] if size < 0x80 else _RAW_OUTPUT_HEAD + varint(size))
             parts.append(raw)  # joined once, never copied twice
         return b"".join(parts)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import Executor
 from typing import Any, TypeAlias, TypeVar
@@ -131,7 +132,16 @@ class AioEngine:
 
     async def _infer(self, request: Any, context: Context) -> bytes:
         try:
-            return await self._scored(request, context)
+            if self._drain.holding or isinstance(request, Undecodable):
+                return await self._scored(request, context)
+            # _scored, inlined: this is the path of nearly every call, and a coroutine fewer is measurable
+            handler = self._handler
+            remaining = context.time_remaining()
+            deadline = None if remaining is None else time.monotonic() + remaining
+            model = handler.model_of(request)
+            if handler.is_quick(model, request):
+                return handler.score_request(model, request, deadline)
+            return await asyncio.get_running_loop().run_in_executor(self._pool, handler.score_request, model, request, deadline)
         except Exception as exc:  # every failure leaves as a status, never as a crash
             await context.abort(*status_of(exc))
             raise  # unreachable: abort raises

@@ -25,10 +25,6 @@ from tensorwire.server.statistics import StatisticsBook, merge_statistics
 SERVER_NAME = "tensorwire"
 EXTENSIONS = ("model_configuration", "statistics", "model_repository")
 PLATFORM = "tensorwire_numba"
-# A request is scored on the event loop when it is this small (about a millisecond of work at most);
-# a longer one goes to the thread pool, so that it never stalls the requests behind it.
-QUICK_MAX_ROWS = 1024
-QUICK_MAX_WORK = 1_000_000  # rows x the model's parameter count
 
 
 class InferenceHandler:
@@ -179,16 +175,11 @@ class InferenceHandler:
     def is_quick(self, model: Model, request: pb.ModelInferRequest) -> bool:
         """Cheap enough to score without a thread hand-off: a small request to a model without a
         batch queue (which waits), or a malformed one (refused at once)."""
-        if model.batcher is not None:
-            return False
         inputs = request.inputs
         if len(inputs) != 1:
             return True
         shape = inputs[0].shape
-        if len(shape) != 2:
-            return True
-        rows = shape[0]
-        return rows <= QUICK_MAX_ROWS and rows * model.work_per_row <= QUICK_MAX_WORK
+        return len(shape) != 2 or shape[0] <= model.quick_max_rows
 
     def model_infer(self, request: pb.ModelInferRequest, deadline: float | None = None) -> bytes:
         """Score one request into a serialised ModelInferResponse; `deadline` (time.monotonic seconds) passed means it is not scored."""
@@ -220,49 +211,60 @@ class InferenceHandler:
 
 def _decode_input(model: Model, request: pb.ModelInferRequest, max_rows: int) -> np.ndarray:
     """The request's single input as a validated (rows, n_features) array, zero-copy for raw contents."""
-    where = model.description
     inputs = request.inputs
+    spec = model.input
     if len(inputs) != 1:
         names = [t.name for t in inputs]
-        raise InvalidRequestError(f"{where} expects 1 input tensor named 'input', got {len(inputs)}: {names}")
+        raise InvalidRequestError(f"{model.description} expects 1 input tensor named '{spec.name}', got {len(inputs)}: {names}")
     tensor = inputs[0]
-    spec = model.manifest.inputs[0]
     if tensor.name != spec.name:
-        raise InvalidRequestError(f"{where}: missing input '{spec.name}' (got an input named '{tensor.name}')")
+        raise InvalidRequestError(f"{model.description}: missing input '{spec.name}' (got an input named '{tensor.name}')")
     if tensor.datatype != spec.datatype:
         raise InvalidRequestError(
-            f"{where}: input '{spec.name}' has datatype {tensor.datatype or '(empty)'}, expected {spec.datatype}"
+            f"{model.description}: input '{spec.name}' has datatype {tensor.datatype or '(empty)'}, expected {spec.datatype}"
         )
     shape = tensor.shape
     n_features = spec.shape[1]
     if len(shape) != 2 or shape[1] != n_features:
         raise InvalidRequestError(
-            f"{where}: input '{spec.name}' has shape {list(shape)}, expected [-1, {n_features}] (rows, features)"
+            f"{model.description}: input '{spec.name}' has shape {list(shape)}, expected [-1, {n_features}] (rows, features)"
         )
     rows = shape[0]
     if rows < 1:
-        raise InvalidRequestError(f"{where}: input '{spec.name}' is an empty batch (shape {list(shape)})")
+        raise InvalidRequestError(f"{model.description}: input '{spec.name}' is an empty batch (shape {list(shape)})")
     if rows > max_rows:
-        raise InvalidRequestError(f"{where}: input '{spec.name}' has {rows} rows, more than this server's --max-rows {max_rows}")
+        raise InvalidRequestError(f"{model.description}: input '{spec.name}' has {rows} rows, more than this server's --max-rows {max_rows}")
     raw_contents = request.raw_input_contents
-    if raw_contents:
-        if tensor.HasField("contents"):
-            raise InvalidRequestError(f"{where}: input '{spec.name}' has typed contents and raw_input_contents; send one")
-        if len(raw_contents) != 1:
-            raise InvalidRequestError(f"{where}: {len(raw_contents)} raw_input_contents entries for 1 input")
-        raw: bytes | None = raw_contents[0]
+    if raw_contents and len(raw_contents) == 1 and not tensor.HasField("contents"):
+        raw = raw_contents[0]
+        dtype = model.input_dtype
+        if len(raw) != rows * n_features * dtype.itemsize:  # the common case, without decode_tensor's generality
+            raise InvalidRequestError(
+                f"{model.description}: tensor '{spec.name}': raw contents hold {len(raw)} bytes, "
+                f"but {spec.datatype} {list(shape)} needs {rows * n_features * dtype.itemsize}"
+            )
+        X = np.ndarray((rows, n_features), dtype, raw)  # a read-only view
     else:
-        raw = None
-    try:
-        X = decode_tensor(spec.name, spec.datatype, (rows, n_features), raw, tensor.contents if raw is None else None)
-    except TensorDecodeError as exc:
-        raise InvalidRequestError(f"{where}: {exc}") from None
+        X = _decode_other_contents(model, tensor, raw_contents, rows)
     bad_row = first_nonfinite_row(X)
     if bad_row >= 0:
         raise InvalidRequestError(
-            f"{where}: input '{spec.name}' row {bad_row} holds NaN or infinity (scikit-learn refuses them too)"
+            f"{model.description}: input '{spec.name}' row {bad_row} holds NaN or infinity (scikit-learn refuses them too)"
         )
     return X
+
+
+def _decode_other_contents(model: Model, tensor: pb.ModelInferRequest.InferInputTensor, raw_contents: Sequence[bytes], rows: int) -> np.ndarray:
+    """Typed contents, or raw contents sent wrongly (beside typed ones, or in several entries)."""
+    spec = model.input
+    if raw_contents:
+        if tensor.HasField("contents"):
+            raise InvalidRequestError(f"{model.description}: input '{spec.name}' has typed contents and raw_input_contents; send one")
+        raise InvalidRequestError(f"{model.description}: {len(raw_contents)} raw_input_contents entries for 1 input")
+    try:
+        return decode_tensor(spec.name, spec.datatype, (rows, spec.shape[1]), None, tensor.contents)
+    except TensorDecodeError as exc:
+        raise InvalidRequestError(f"{model.description}: {exc}") from None
 
 
 def _requested_outputs(model: Model, requested: Sequence[pb.ModelInferRequest.InferRequestedOutputTensor]) -> Sequence[str]:

@@ -29,6 +29,11 @@ from tensorwire.server.model_config import DynamicBatching, ModelConfigError, re
 from tensorwire.server.model_format import MODEL_FILE, Manifest, ModelFormatError, TensorSpec, load_model
 from tensorwire.server.scoring import Scorer, build_scorer
 
+# A request is scored on the event loop (aio engine) when it is this small, about a millisecond of
+# work at most; a longer one goes to the thread pool, so that it never stalls the requests behind it.
+QUICK_MAX_ROWS = 1024
+QUICK_MAX_WORK = 1_000_000  # rows x the model's parameter count
+
 log = logging.getLogger(__name__)
 
 READY, UNAVAILABLE = "READY", "UNAVAILABLE"
@@ -76,6 +81,18 @@ class Model:
     @functools.cached_property
     def response_encoder(self) -> InferResponseEncoder:
         return InferResponseEncoder(self.name, self.version, {name: spec.datatype for name, spec in self.outputs.items()})
+
+    @functools.cached_property
+    def input(self) -> TensorSpec:
+        """The one input tensor every model takes: (rows, n_features)."""
+        return self.manifest.inputs[0]
+
+    @functools.cached_property
+    def quick_max_rows(self) -> int:
+        """The most rows of a request scored on the event loop (see handler.QUICK_MAX_ROWS); 0 with a batch queue."""
+        if self.batcher is not None:
+            return 0
+        return min(QUICK_MAX_ROWS, QUICK_MAX_WORK // self.work_per_row)
 
     @functools.cached_property
     def description(self) -> str:

@@ -12,7 +12,8 @@ from sklearn.svm import SVC
 
 import tensorwire
 from tensorwire.client._requests import build_infer_request
-from tensorwire.server.handler import QUICK_MAX_ROWS, QUICK_MAX_WORK, InferenceHandler
+from tensorwire.server.handler import InferenceHandler
+from tensorwire.server.repository import QUICK_MAX_ROWS, QUICK_MAX_WORK
 from tensorwire.server.repository import ModelRepository
 
 

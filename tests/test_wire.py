@@ -17,6 +17,9 @@ CASES = [
     ("modèle", "2", "identité", {"étiquette": np.array(["a", "bé", ""], dtype=object)}),  # UTF-8 names, BYTES output
     ("scalar", "1", "", {"s": np.float64(2.5) * np.ones(())}),  # no shape at all
     ("flags", "1", "", {"b": np.array([True, False]), "u": np.array([1, 2], dtype=np.uint8)}),
+    # raw contents are little-endian whatever the array's byte order; a column view is written in C order
+    ("endian", "1", "", {"be": np.arange(5, dtype=">f8"), "column": np.arange(12, dtype=np.float32).reshape(3, 4)[:, 1:3]}),
+    ("sizes", "1", "", {"y127": np.zeros(127, np.uint8), "y128": np.zeros(128, np.uint8)}),  # one- and two-byte lengths
 ]
 
 
