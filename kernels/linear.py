@@ -45,16 +45,6 @@ def expit(x: float) -> float:
 
 
 @kernel
-def decision_row(x: np.ndarray, coef: np.ndarray, intercept: np.ndarray, out: np.ndarray) -> None:
-    """out[k] = sum_j x[j] * coef[k, j] + intercept[k]."""
-    for k in range(coef.shape[0]):
-        acc = 0.0
-        for j in range(x.shape[0]):
-            acc += np.float64(x[j]) * coef[k, j]
-        out[k] = acc + intercept[k]
-
-
-@kernel
 def argmax_row(d: np.ndarray) -> int:
     """argmax_k d[k], the first maximum winning (as numpy.argmax)."""
     best = 0
@@ -141,9 +131,33 @@ def proba_row(link_code: int, d: np.ndarray, out: np.ndarray) -> None:
 
 @kernel
 def linear_decision(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray, out: np.ndarray) -> None:
-    """out[i, k] = sum_j X[i, j] * coef[k, j] + intercept[k]."""
-    for i in range(X.shape[0]):
-        decision_row(X[i], coef, intercept, out[i])
+    """out[i, k] = sum_j X[i, j] * coef[k, j] + intercept[k], each sum added in order of j.
+
+    Four rows at a time: one sum's additions wait on each other, four rows' sums
+    do not, so the CPU overlaps them (a row at a time, a batch runs ~4x slower).
+    """
+    n_rows, n_features = X.shape
+    blocked = n_rows - n_rows % 4
+    for k in range(coef.shape[0]):
+        c = coef[k]
+        b = intercept[k]
+        for i in range(0, blocked, 4):
+            a0 = a1 = a2 = a3 = 0.0
+            for j in range(n_features):
+                cj = c[j]
+                a0 += np.float64(X[i, j]) * cj
+                a1 += np.float64(X[i + 1, j]) * cj
+                a2 += np.float64(X[i + 2, j]) * cj
+                a3 += np.float64(X[i + 3, j]) * cj
+            out[i, k] = a0 + b
+            out[i + 1, k] = a1 + b
+            out[i + 2, k] = a2 + b
+            out[i + 3, k] = a3 + b
+        for i in range(blocked, n_rows):
+            a = 0.0
+            for j in range(n_features):
+                a += np.float64(X[i, j]) * c[j]
+            out[i, k] = a + b
 
 
 @kernel
@@ -219,11 +233,12 @@ def score_linear_classifier(
     float64 d, before it is rounded into decision_out, and are rounded only once
     normalised.
     """
-    d = np.empty(coef.shape[0], dtype=np.float64)
+    decisions = np.empty((X.shape[0], coef.shape[0]), dtype=np.float64)
+    linear_decision(X, coef, intercept, decisions)
     p = np.empty(proba_out.shape[1], dtype=np.float64)
     binary = coef.shape[0] == 1
     for i in range(X.shape[0]):
-        decision_row(X[i], coef, intercept, d)
+        d = decisions[i]
         decision_out[i, :] = d
         label_index_out[i] = (1 if d[0] > 0.0 else 0) if binary else argmax_row(d)
         if link_code != LINK_NONE:

@@ -126,6 +126,23 @@ def test_linear_decision_matches_numpy(dtype: FloatType, n: int, n_features: int
     assert_close(out, decision_oracle(X, coef, intercept), dtype)
 
 
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 9, 64])
+def test_linear_decision_adds_each_sum_in_feature_order_whatever_the_row_blocking(n: int) -> None:
+    """Rows are scored four at a time, but every sum is still 0 + x0*c0 + x1*c1 + ... + b, in float64:
+    the result is bit for bit what adding one row at a time gives."""
+    rng = np.random.default_rng(n)
+    X = readonly(rng.normal(size=(n, 7)).astype(np.float32) * 1e3)
+    coef, intercept = random_parameters(rng, 3, 7)
+    out = np.empty((n, 3))
+    L.linear_decision(X, coef, intercept, out)
+    for i in range(n):
+        for k in range(3):
+            acc = 0.0
+            for j in range(7):
+                acc += float(X[i, j]) * float(coef[k, j])
+            assert out[i, k] == acc + float(intercept[k]), (i, k)
+
+
 def test_linear_decision_hand_computed() -> None:
     X = readonly(np.array([[1.0, 2.0], [3.0, -1.0]]))
     coef, intercept = readonly(np.array([[0.5, -1.0], [2.0, 0.0]])), readonly(np.array([0.25, -1.0]))
