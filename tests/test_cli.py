@@ -82,3 +82,10 @@ def test_each_engine_says_it_serves(start_tensorwire, model_repository) -> None:
         assert f"{engine} engine" in server.log()
         with InferenceClient(server.url) as client:
             assert client.infer("ols", np.ones((3, 6), np.float32))["predict"].shape == (3,)
+
+
+def test_building_the_command_line_imports_neither_numpy_nor_grpc() -> None:
+    """The serving supervisor parses the command line too, and would carry numpy for nothing."""
+    probe = "import sys, contextlib, io\nfrom tensorwire.cli import main\nwith contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n    main(['bench', '--help'])\nprint(sorted({'numpy', 'grpc'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -130,9 +130,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _add_bench(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from tensorwire.client import bench
+    from tensorwire.bench_args import add_bench_parser  # not tensorwire.client: the supervisor needs no grpc or numpy
 
-    bench.add_bench_parser(commands)
+    add_bench_parser(commands)
 
 
 def _bench(args: argparse.Namespace) -> int:
