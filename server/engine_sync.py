@@ -96,8 +96,12 @@ class SyncEngine:
         return self._handler.model_infer(request, deadline_after(context.time_remaining()))
 
     def _infer(self, request: Any, context: grpc.ServicerContext) -> bytes:
-        try:
-            return self._scored(request, context)
+        try:  # _scored, inlined: this is the path of nearly every call, and a call fewer is measurable
+            if self._drain.holding:
+                self._drain.hold()
+            if isinstance(request, Undecodable):
+                raise request.error()
+            return self._handler.model_infer(request, time.monotonic() + context.time_remaining())
         except Exception as exc:  # every failure leaves as a status, never as a crash
             context.abort(*status_of(exc))
             raise  # unreachable: abort raises
