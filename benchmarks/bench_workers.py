@@ -23,7 +23,7 @@
     small models (examples/models plus a logistic and a ridge model), then the
     same plus one large model (Ridge, 2000 x 2000 FP64 coefficients, ~31 MiB).
 
-    python benchmarks/bench_workers.py                # full run (about five minutes)
+    python benchmarks/bench_workers.py                # full run (about twelve minutes)
     python benchmarks/bench_workers.py --quick        # smoke test (about one minute)
     python benchmarks/bench_workers.py --json         # one JSON document on stdout
 

@@ -33,7 +33,7 @@ class Server:
     with no thread hand-off: the cheapest when the process has cores to spare.
     grpcio's thread-pool server (server/engine_sync.py) is cheaper once there is
     a worker process per core: measured on 2 cores with 2 workers, the aio
-    loop's per-call wake-ups cost ~40% more CPU than the pool's hand-offs.
+    loop's per-call wake-ups cost a third to a half more CPU than the pool's hand-offs.
     `--engine auto` picks by that rule. The methods here are called from
     ordinary threads.
     """
