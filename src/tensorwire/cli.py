@@ -22,7 +22,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     serve.add_argument("--workers", type=int, default=int(_env("WORKERS", str(os.cpu_count() or 1))), help="worker processes (default: one per CPU)")
     serve.add_argument("--threads", type=int, default=int(_env("THREADS", "8")), help="threads per worker: for every RPC (sync engine), or for large inference requests and the other RPCs (aio engine) (default 8)")
     serve.add_argument("--engine", default=_env("ENGINE", "auto"), choices=["auto", "aio", "sync"],
-                       help="gRPC server kind: aio (an event loop), sync (a thread pool), auto: sync when --workers is at least the CPU count")
+                       help="gRPC server kind: aio (an event loop), sync (a thread pool), or auto (the default): sync when --workers is at least the CPU count, else aio")
     serve.add_argument("--model-control-mode", default=_env("MODEL_CONTROL_MODE", "none"), choices=["none", "explicit", "poll"],
                        help="none: serve what is there at start; explicit: load/unload by API (and --load-model); poll: follow the repository")
     serve.add_argument("--load-model", action="append", default=[], metavar="NAME", help="explicit mode: load this model at start ('*' for all); repeatable")
