@@ -193,7 +193,7 @@ def stop_server(server: Server) -> None:
 
 
 def worker_pids(server: Server) -> list[int]:
-    """The processes that serve: the server itself with 1 worker, else its children (resource tracker left out)."""
+    """The processes that serve: the server itself with 1 worker, else its children (the echo server's resource tracker left out)."""
     if server.workers == 1:
         return [server.process.pid]
     children = [p for p in process_tree(server.process.pid) if p != server.process.pid]

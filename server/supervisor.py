@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import multiprocessing
+import os
 import pathlib
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait
-from multiprocessing.process import BaseProcess
+from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import Any
 
@@ -30,7 +31,6 @@ from tensorwire.server.cluster import BROADCAST_TIMEOUT, Outcome
 from tensorwire.server.control import ControlChannel
 from tensorwire.server.layout import model_names
 from tensorwire.server.poller import RepositoryPoller
-from tensorwire.server.worker import worker_main
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,63 @@ def reserve_port(host: str, port: int) -> Iterator[int]:
         sock.close()
 
 
+class WorkerProcess:
+    """One worker: `python -m tensorwire.server.worker` with its end of a control pipe.
+
+    Not multiprocessing's spawn, which also starts multiprocessing's resource
+    tracker, a process of ~8 MiB that tensorwire has no use for (no shared
+    semaphores or memory), and re-imports the supervisor's __main__ in each worker.
+    """
+
+    def __init__(self, args: tuple[Any, ...], name: str) -> None:
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self._popen = subprocess.Popen(
+                [sys.executable, "-m", "tensorwire.server.worker", str(theirs.fileno())], pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL
+            )
+        self.pid = self._popen.pid
+        self.name = name
+        self.conn = Connection(ours.detach())
+        self.conn.send(args)  # worker_main's arguments
+        # readable once the process has exited (Linux 5.3+); elsewhere the watch loop polls
+        self.sentinel: int | None = os.pidfd_open(self.pid) if hasattr(os, "pidfd_open") else None
+
+    @property
+    def exitcode(self) -> int | None:
+        """As multiprocessing's: None while running, -N if killed by signal N."""
+        code = self._popen.poll()
+        if code is not None:
+            self._release_sentinel()
+        return code
+
+    def is_alive(self) -> bool:
+        return self.exitcode is None
+
+    def terminate(self) -> None:
+        if self.is_alive():
+            self._popen.terminate()
+
+    def kill(self) -> None:
+        if self.is_alive():
+            self._popen.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        try:
+            self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return
+        self._release_sentinel()
+
+    def _release_sentinel(self) -> None:
+        if self.sentinel is not None:
+            os.close(self.sentinel)
+            self.sentinel = None
+
+
 @dataclass
 class WorkerSlot:
     index: int
-    process: BaseProcess | None = None
+    process: WorkerProcess | None = None
     channel: ControlChannel | None = None
     started_at: float = 0.0
     quick_failures: int = 0
@@ -81,7 +134,6 @@ class Supervisor:
     slots: list[WorkerSlot] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._context = multiprocessing.get_context("spawn")
         self._stopping = threading.Event()
         self._mutation_lock = threading.Lock()
         self._models = self.config.initial_models()  # what a (re)started worker loads; None: everything
@@ -111,21 +163,14 @@ class Supervisor:
     # ---- workers -------------------------------------------------------------
 
     def _start(self, slot: WorkerSlot) -> None:
-        parent_end, child_end = self._context.Pipe(duplex=True)
-        process = self._context.Process(
-            target=worker_main,
-            args=(self.config, slot.index, child_end, self._models, self.log_level, self.log_format),
-            name=f"tensorwire-worker-{slot.index}",
-        )
-        process.start()
-        child_end.close()
+        process = WorkerProcess((self.config, slot.index, self._models, self.log_level, self.log_format), name=f"tensorwire-worker-{slot.index}")
         slot.process, slot.started_at, slot.restart_at = process, time.monotonic(), None
-        slot.channel = ControlChannel(parent_end, lambda op, args: self._on_worker_call(slot, op, args), name=f"supervisor<->{slot.index}").start()
+        slot.channel = ControlChannel(process.conn, lambda op, args: self._on_worker_call(slot, op, args), name=f"supervisor<->{slot.index}").start()
         log.info("worker %d started (pid %d)", slot.index, process.pid)
 
     def _watch(self) -> None:
         while not self._stopping.is_set():
-            sentinels = [s.process.sentinel for s in self.slots if s.process is not None]
+            sentinels = [s.process.sentinel for s in self.slots if s.process is not None and s.process.sentinel is not None]
             wait(sentinels, timeout=0.2)
             now = time.monotonic()
             for slot in self.slots:

@@ -4,6 +4,10 @@ Requests are decoded, scored and answered here; only repository changes and
 statistics go through the supervisor. A worker never outlives its supervisor:
 it asks the kernel for SIGTERM when the parent dies, and stops when the control
 pipe closes.
+
+The supervisor starts it as `python -m tensorwire.server.worker FD`, FD being
+its end of the control pipe, whose first message holds worker_main's arguments
+(see WorkerProcess in server/supervisor.py).
 """
 
 from __future__ import annotations
@@ -58,3 +62,15 @@ def worker_main(config: Any, index: int, conn: Connection, models: list[str] | N
     except Exception:
         logging.getLogger(__name__).warning("could not report ready to the supervisor")
     server.wait()
+
+
+def main() -> None:
+    from multiprocessing.connection import Connection
+
+    conn = Connection(int(sys.argv[1]))
+    config, index, models, log_level, log_format = conn.recv()
+    worker_main(config, index, conn, models, log_level, log_format)
+
+
+if __name__ == "__main__":
+    main()
