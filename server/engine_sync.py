@@ -101,7 +101,7 @@ class SyncEngine:
                 self._drain.hold()
             if isinstance(request, Undecodable):
                 raise request.error()
-            return self._handler.model_infer(request, time.monotonic() + context.time_remaining())
+            return self._handler.model_infer(request, deadline_after(context.time_remaining()))
         except Exception as exc:  # every failure leaves as a status, never as a crash
             context.abort(*status_of(exc))
             raise  # unreachable: abort raises

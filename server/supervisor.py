@@ -71,14 +71,13 @@ class WorkerProcess:
     semaphores or memory), and re-imports the supervisor's __main__ in each worker.
     """
 
-    def __init__(self, args: tuple[Any, ...], name: str) -> None:
+    def __init__(self, args: tuple[Any, ...]) -> None:
         ours, theirs = socket.socketpair()
         with theirs:
             self._popen = subprocess.Popen(
                 [sys.executable, "-m", "tensorwire.server.worker", str(theirs.fileno())], pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL
             )
         self.pid = self._popen.pid
-        self.name = name
         self.conn = Connection(ours.detach())
         self.conn.send(args)  # worker_main's arguments
         # readable once the process has exited (Linux 5.3+); elsewhere the watch loop polls
@@ -163,7 +162,7 @@ class Supervisor:
     # ---- workers -------------------------------------------------------------
 
     def _start(self, slot: WorkerSlot) -> None:
-        process = WorkerProcess((self.config, slot.index, self._models, self.log_level, self.log_format), name=f"tensorwire-worker-{slot.index}")
+        process = WorkerProcess((self.config, slot.index, self._models, self.log_level, self.log_format))
         slot.process, slot.started_at, slot.restart_at = process, time.monotonic(), None
         slot.channel = ControlChannel(process.conn, lambda op, args: self._on_worker_call(slot, op, args), name=f"supervisor<->{slot.index}").start()
         log.info("worker %d started (pid %d)", slot.index, process.pid)
