@@ -89,7 +89,7 @@ class Model:
 
     @functools.cached_property
     def quick_max_rows(self) -> int:
-        """The most rows of a request scored on the event loop (see handler.QUICK_MAX_ROWS); 0 with a batch queue."""
+        """The most rows of a request scored on the event loop (see QUICK_MAX_ROWS); 0 with a batch queue."""
         if self.batcher is not None:
             return 0
         return min(QUICK_MAX_ROWS, QUICK_MAX_WORK // self.work_per_row)
