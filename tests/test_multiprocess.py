@@ -275,6 +275,25 @@ def test_killing_the_supervisor_leaves_no_orphan_worker(start_tensorwire: Any, w
     assert all(not pathlib.Path(f"/proc/{pid}").exists() or "Z" in _state(pid) for pid in workers)
 
 
+def test_the_supervisor_has_no_child_but_its_workers(start_tensorwire: Any, worker_pids: Any, repository: pathlib.Path) -> None:
+    """Workers are started without multiprocessing's spawn, whose resource tracker would be one more process."""
+    server = start_tensorwire(repository, "--workers", "2")
+    wait_for_log(server, r"worker \d ready(.|\n)*worker \d ready")
+    children = [
+        int(entry.name)
+        for entry in pathlib.Path("/proc").iterdir()
+        if entry.name.isdigit() and _parent(int(entry.name)) == server.process.pid
+    ]
+    assert sorted(children) == sorted(worker_pids(server.process.pid)) and len(children) == 2
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return -1
+
+
 def _state(pid: int) -> str:
     try:
         return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
