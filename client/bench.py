@@ -22,7 +22,6 @@ import io
 import json
 import multiprocessing
 import multiprocessing.connection
-import os
 import sys
 import time
 from array import array
