@@ -58,6 +58,9 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from bench_skeleton import box_busy_seconds, cpu_seconds  # the sibling script's /proc helpers
+
 N_FEATURES, N_CLASSES, N_TRAIN = 20, 4, 2000
 SVC_TRAIN_ROWS, SVC_FEATURES = 10000, 50  # the heavy SVC: about 8600 support vectors, ~100 µs of kernel per row alone
 WIDE_FEATURES = 2000  # the fallback heavy model's width
@@ -72,32 +75,6 @@ def progress(message: str) -> None:
 
 
 # ---- /proc readings ------------------------------------------------------------------------------------
-
-
-def process_tree(pid: int) -> list[int]:
-    """pid and its descendants (a multi-worker server spends its CPU in its children)."""
-    pids = [pid]
-    for parent in pids:
-        for task in pathlib.Path(f"/proc/{parent}/task").glob("*"):
-            with contextlib.suppress(OSError):
-                pids.extend(int(child) for child in (task / "children").read_text().split())
-    return pids
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process tree, from /proc/<pid>/stat, in seconds."""
-    ticks = 0
-    for p in process_tree(pid):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = pathlib.Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
-            ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def box_busy_seconds() -> float:
-    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, pathlib.Path("/proc/stat").read_text().split()[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def load_average() -> list[float]:

@@ -233,7 +233,7 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of a process tree, from /proc/<pid>/stat, in seconds."""
     ticks = 0
     for p in process_tree(pid):
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, IndexError, ValueError):  # a process may exit mid-read
             fields = pathlib.Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
             ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
     return ticks / os.sysconf("SC_CLK_TCK")
