@@ -14,8 +14,8 @@
     client and its answer is checked (against scikit-learn for tensorwire), and
     tensorwire's ModelStatistics must count no failure during the run.
 
-    Beside it, tensorwire's InferenceHandler.model_infer and the echo server's
-    model_infer are timed in this process (no gRPC): the CPU per request that
+    Beside it, tensorwire's InferenceHandler.model_infer_bytes and the echo
+    server's answer are timed in this process (no gRPC): the CPU per request that
     tensorwire's own work adds, free of the noise of a loaded machine.
 
 (b) Whole-server memory (sum of PSS and of RSS over the supervisor and its
@@ -480,7 +480,7 @@ def ratios(pairs: list[Pair]) -> list[dict[str, Any]]:
 
 
 def handler_rows(root: pathlib.Path, quick: bool) -> list[dict[str, Any]]:
-    """µs per call of tensorwire's InferenceHandler.model_infer and the echo server's answer, both to serialised bytes, in this process.
+    """µs per call of tensorwire's InferenceHandler.model_infer_bytes and the echo server's answer, serialised bytes to bytes, in this process.
 
     No gRPC and no other thread: the part of the server CPU per request that the
     two servers do not share, free of the noise of a loaded machine.
@@ -498,11 +498,11 @@ def handler_rows(root: pathlib.Path, quick: bool) -> list[dict[str, Any]]:
     handler.repository.load_all(None)
     rows = []
     for batch in BATCHES:
-        request = pb.ModelInferRequest.FromString(serialized_request(request_rows(batch)))
+        data = serialized_request(request_rows(batch))
         figures = {}
-        calls: dict[str, Callable[[], object]] = {
-            "tensorwire": functools.partial(handler.model_infer, request),
-            "echo": lambda: echo_server.echo_response(request).SerializeToString(),
+        calls: dict[str, Callable[[], object]] = {  # bytes to bytes, as each server's ModelInfer
+            "tensorwire": functools.partial(handler.model_infer_bytes, data),
+            "echo": lambda: echo_server.echo_response(pb.ModelInferRequest.FromString(data)).SerializeToString(),
         }
         for name, call in calls.items():
             call()
@@ -650,7 +650,7 @@ def print_report(env: dict[str, Any], settings: Settings, loads: list[LoadRow], 
         print("\nin-process handler time per call, µs (best of repeats; no gRPC, one thread): the CPU per request "
               "tensorwire adds to what both servers pay")
         print(table(
-            ["batch", "tensorwire model_infer", "echo model_infer", "difference"],
+            ["batch", "tensorwire model_infer_bytes", "echo answer", "difference"],
             [[str(r["batch"]), f"{r['tensorwire_us']:.1f}", f"{r['echo_us']:.1f}", f"{r['difference_us']:.1f}"]
              for r in handlers],
         ))

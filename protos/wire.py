@@ -21,6 +21,7 @@ from tensorwire.protos.codec import encode_raw
 _MODEL_NAME, _MODEL_VERSION, _ID, _OUTPUTS, _RAW_OUTPUT_CONTENTS = 0x0A, 0x12, 0x1A, 0x2A, 0x32  # ModelInferResponse
 _TENSOR_NAME, _TENSOR_DATATYPE, _TENSOR_SHAPE = 0x0A, 0x12, 0x1A  # InferOutputTensor
 _STREAM_INFER_RESPONSE = 0x12  # ModelStreamInferResponse.infer_response
+RAW_INPUT_CONTENTS_TAG = b"\x3a"  # ModelInferRequest.raw_input_contents
 
 _SMALL_VARINTS = [bytes((n,)) for n in range(0x80)]
 _RAW_OUTPUT_HEAD = _SMALL_VARINTS[_RAW_OUTPUT_CONTENTS]
@@ -81,6 +82,15 @@ class InferResponseEncoder:
             parts.append(_RAW_OUTPUT_HEADS[size] if size < 0x80 else _RAW_OUTPUT_HEAD + varint(size))
             parts.append(raw)  # joined once, never copied twice
         return b"".join(parts)
+
+    def fixed_layout(self, names: Sequence[str], arrays: Sequence[np.ndarray]) -> tuple[bytes, tuple[bytes, ...]] | None:
+        """For responses (without id) whose outputs are shaped and typed like `arrays`: the bytes before
+        the tensors' bytes, and each raw_output_contents entry's tag and length. None when an output's
+        size varies with its values (BYTES) or is written otherwise than by tobytes()."""
+        if any(name not in self._numeric or array.dtype.byteorder == ">" for name, array in zip(names, arrays)):
+            return None
+        envelope = self._head + b"".join(self._tensor((name, array.shape)) for name, array in zip(names, arrays))
+        return envelope, tuple(_RAW_OUTPUT_HEAD + varint(array.nbytes) for array in arrays)
 
     def _tensor(self, key: tuple[str, tuple[int, ...]]) -> bytes:
         name, shape = key

@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 
 from tensorwire.protos.wire import stream_infer_response
 from tensorwire.server.config import ServerConfig
-from tensorwire.server.handler import InferenceHandler
+from tensorwire.server.handler import InferenceHandler, parse_infer_request
 from tensorwire.server.security import AuthInterceptor, TokenStore
 from tensorwire.server.servicer import (
     DRAIN_QUIET_SECONDS,
@@ -118,7 +118,8 @@ class AioEngine:
 
     # ---- method adapters ---------------------------------------------------------
 
-    async def _scored(self, request: Any, context: Context) -> bytes:
+    async def _scored(self, request: Any, context: Context, data: bytes | None = None) -> bytes:
+        """A parsed request scored, on the loop if quick, else in the pool; `data`, its bytes, lets the handler plan for the next."""
         if self._drain.holding:
             await self._drain.hold()
         if isinstance(request, Undecodable):
@@ -127,21 +128,17 @@ class AioEngine:
         deadline = deadline_after(context.time_remaining())
         model = handler.model_of(request)
         if handler.is_quick(model, request):
-            return handler.score_request(model, request, deadline)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, handler.score_request, model, request, deadline)
+            return handler.score_request(model, request, deadline, data)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, handler.score_request, model, request, deadline, data)
 
-    async def _infer(self, request: Any, context: Context) -> bytes:
+    async def _infer(self, data: bytes, context: Context) -> bytes:
         try:
-            if self._drain.holding or isinstance(request, Undecodable):
-                return await self._scored(request, context)
-            # _scored, inlined: this is the path of nearly every call, and a coroutine fewer is measurable
             handler = self._handler
-            remaining = context.time_remaining()
-            deadline = None if remaining is None else time.monotonic() + remaining
-            model = handler.model_of(request)
-            if handler.is_quick(model, request):
-                return handler.score_request(model, request, deadline)
-            return await asyncio.get_running_loop().run_in_executor(self._pool, handler.score_request, model, request, deadline)
+            plan = None if self._drain.holding else handler.plan_of(data)
+            if plan is not None:  # nearly every call: a quick request, scored here (deadline_after, inlined)
+                remaining = context.time_remaining()
+                return handler.score_planned(plan, data, None if remaining is None else time.monotonic() + remaining)
+            return await self._scored(parse_infer_request(data), context, data)
         except Exception as exc:  # every failure leaves as a status, never as a crash
             await context.abort(*status_of(exc))
             raise  # unreachable: abort raises

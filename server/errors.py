@@ -43,3 +43,8 @@ class DeadlineExceededError(TensorwireError):
 
 class UnsupportedError(TensorwireError):
     code = grpc.StatusCode.UNIMPLEMENTED
+
+
+def undecodable(message_type: str) -> InvalidRequestError:
+    """The error for request bytes that protobuf cannot parse as `message_type`."""
+    return InvalidRequestError(f"the request bytes are not a valid {message_type} message")

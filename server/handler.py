@@ -12,15 +12,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from google.protobuf import message
 
 from tensorwire import __version__
 from tensorwire.kernels.validation import first_nonfinite_row
 from tensorwire.protos import inference_pb2 as pb
 from tensorwire.protos.codec import DATATYPES, TensorDecodeError, decode_tensor
 from tensorwire.server.cluster import Cluster, LocalCluster
-from tensorwire.server.errors import DeadlineExceededError, InvalidRequestError, TensorwireError, UnavailableError
+from tensorwire.server.errors import DeadlineExceededError, InvalidRequestError, TensorwireError, UnavailableError, undecodable
 from tensorwire.server.repository import READY, UNAVAILABLE, Model, ModelRepository
-from tensorwire.server.statistics import StatisticsBook, merge_statistics
+from tensorwire.server.request_plans import RequestPlan, RequestPlans
+from tensorwire.server.statistics import StatisticsBook, VersionStatistics, merge_statistics
 
 SERVER_NAME = "tensorwire"
 EXTENSIONS = ("model_configuration", "statistics", "model_repository")
@@ -32,6 +34,7 @@ class InferenceHandler:
         self.repository = repository
         self.max_rows = max_rows
         self.statistics = StatisticsBook()
+        self.plans = RequestPlans()
         self.cluster: Cluster = cluster or LocalCluster(self.execute)
         self.repository_api = repository_api  # RepositoryModelLoad/Unload allowed (explicit model control)
         self.worker = 0  # this process's index among the workers
@@ -181,19 +184,30 @@ class InferenceHandler:
         shape = inputs[0].shape
         return len(shape) != 2 or shape[0] <= model.quick_max_rows
 
+    def plan_of(self, data: bytes) -> RequestPlan | None:
+        """The plan for a serialised ModelInferRequest like one served before (see server/request_plans.py)."""
+        return self.plans.match(data, self.repository.snapshot)
+
+    def model_infer_bytes(self, data: bytes, deadline: float | None = None) -> bytes:
+        """A serialised ModelInferRequest scored into a serialised ModelInferResponse, by its plan if it has one."""
+        plan = self.plans.match(data, self.repository.snapshot)
+        if plan is not None:
+            return self.score_planned(plan, data, deadline)
+        request = parse_infer_request(data)
+        return self.score_request(self.model_of(request), request, deadline, data)
+
     def model_infer(self, request: pb.ModelInferRequest, deadline: float | None = None) -> bytes:
         """Score one request into a serialised ModelInferResponse; `deadline` (time.monotonic seconds) passed means it is not scored."""
         return self.score_request(self.model_of(request), request, deadline)
 
-    def score_request(self, model: Model, request: pb.ModelInferRequest, deadline: float | None) -> bytes:
-        """model_infer once the model is known."""
+    def score_request(self, model: Model, request: pb.ModelInferRequest, deadline: float | None, data: bytes | None = None) -> bytes:
+        """model_infer once the model is known; given the request's bytes, keeps a plan for requests like it."""
         stats = self.statistics.of(model.name, model.version)
         t0 = time.perf_counter_ns()
         try:
             X = _decode_input(model, request, self.max_rows)
             names = _requested_outputs(model, request.outputs)
-            if deadline is not None and time.monotonic() > deadline:
-                raise DeadlineExceededError(f"model '{model.name}': the request's deadline passed before it was scored")
+            _require_time_left(model, deadline)
             t1 = time.perf_counter_ns()
             if model.batcher is None:
                 results, queue_ns, executed = model.scorer.score(X, names), 0, True
@@ -203,10 +217,63 @@ class InferenceHandler:
             t2 = time.perf_counter_ns()
             response = model.response_encoder.encode(request.id, names, results)
         except Exception as exc:
-            stats.record_failure(time.perf_counter_ns() - t0, exc.code.name if isinstance(exc, TensorwireError) else "INTERNAL")
+            stats.record_failure(time.perf_counter_ns() - t0, _status_name(exc))
             raise
         stats.record_success(X.shape[0], t1 - t0, t2 - t1 - queue_ns, time.perf_counter_ns() - t2, queue_ns, executed)
+        if data is not None:
+            self._learn(data, request, model, stats, X, names, results)
         return response
+
+    def score_planned(self, plan: RequestPlan, data: bytes, deadline: float | None) -> bytes:
+        """score_request for a request its plan covers: the same checks, answers and statistics."""
+        model, stats = plan.model, plan.stats
+        t0 = time.perf_counter_ns()
+        try:
+            X = plan.view(data)
+            _require_finite(model, X)
+            _require_time_left(model, deadline)
+            t1 = time.perf_counter_ns()
+            results = model.scorer.score(X, plan.names)
+            t2 = time.perf_counter_ns()
+            response = plan.encode(results)
+        except Exception as exc:
+            stats.record_failure(time.perf_counter_ns() - t0, _status_name(exc))
+            raise
+        stats.record_success(plan.shape[0], t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
+        return response
+
+    def _learn(self, data: bytes, request: pb.ModelInferRequest, model: Model, stats: VersionStatistics, X: np.ndarray, names: Sequence[str], results: Sequence[np.ndarray]) -> None:
+        snapshot = self.repository.snapshot  # read before the lookup: a swap between them leaves the plan stale, never wrong
+        try:
+            current = self.model_of(request)
+        except TensorwireError:
+            return
+        if current is model:
+            self.plans.learn(data, request, snapshot, model, stats, X, names, results)
+
+
+def parse_infer_request(data: bytes) -> pb.ModelInferRequest:
+    try:
+        return pb.ModelInferRequest.FromString(data)
+    except message.DecodeError:
+        raise undecodable(pb.ModelInferRequest.DESCRIPTOR.full_name) from None
+
+
+def _status_name(exc: Exception) -> str:
+    return exc.code.name if isinstance(exc, TensorwireError) else "INTERNAL"
+
+
+def _require_time_left(model: Model, deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise DeadlineExceededError(f"model '{model.name}': the request's deadline passed before it was scored")
+
+
+def _require_finite(model: Model, X: np.ndarray) -> None:
+    bad_row = first_nonfinite_row(X)
+    if bad_row >= 0:
+        raise InvalidRequestError(
+            f"{model.description}: input '{model.input.name}' row {bad_row} holds NaN or infinity (scikit-learn refuses them too)"
+        )
 
 
 def _decode_input(model: Model, request: pb.ModelInferRequest, max_rows: int) -> np.ndarray:
@@ -246,11 +313,7 @@ def _decode_input(model: Model, request: pb.ModelInferRequest, max_rows: int) ->
         X = np.ndarray((rows, n_features), dtype, raw)  # a read-only view
     else:
         X = _decode_other_contents(model, tensor, raw_contents, rows)
-    bad_row = first_nonfinite_row(X)
-    if bad_row >= 0:
-        raise InvalidRequestError(
-            f"{model.description}: input '{spec.name}' row {bad_row} holds NaN or infinity (scikit-learn refuses them too)"
-        )
+    _require_finite(model, X)
     return X
 
 

@@ -15,7 +15,7 @@ import logging
 import pathlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -250,6 +250,11 @@ class ModelRepository:
         if status.model is None:
             raise ModelNotReadyError(f"model '{name}' version {version} is not ready: {status.reason}")
         return status.model
+
+    @property
+    def snapshot(self) -> Mapping[str, ModelEntry]:
+        """The models being served, as one immutable mapping: every load or unload replaces it."""
+        return self._models
 
     def entry(self, name: str) -> ModelEntry:
         entry = self._models.get(name)

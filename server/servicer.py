@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from tensorwire.protos import inference_pb2 as pb
 from tensorwire.protos._pool import POOL
 from tensorwire.server.config import ServerConfig
-from tensorwire.server.errors import InvalidRequestError, TensorwireError, UnsupportedError
+from tensorwire.server.errors import InvalidRequestError, TensorwireError, UnsupportedError, undecodable
 from tensorwire.server.handler import InferenceHandler
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class Undecodable:
     message_type: str
 
     def error(self) -> InvalidRequestError:
-        return InvalidRequestError(f"the request bytes are not a valid {self.message_type} message")
+        return undecodable(self.message_type)
 
 
 def _lenient(cls: type[message.Message]) -> Callable[[bytes], Any]:
@@ -98,8 +98,8 @@ def inference_service(
         serialize = MESSAGE_CLASSES[method.output_type.full_name].SerializeToString
         if method.name == STREAM_METHOD:
             methods[method.name] = grpc.stream_stream_rpc_method_handler(stream_infer, parse, None)
-        elif method.name == INFER_METHOD:  # no serializer: the handler answers serialised bytes
-            methods[method.name] = grpc.unary_unary_rpc_method_handler(infer, parse, None)
+        elif method.name == INFER_METHOD:  # bytes in and out: the handler parses only what no request plan covers
+            methods[method.name] = grpc.unary_unary_rpc_method_handler(infer, None, None)
         else:
             implementation = getattr(handler, _snake(method.name), None) or _unimplemented(method.name)
             methods[method.name] = grpc.unary_unary_rpc_method_handler(other(implementation), parse, serialize)
