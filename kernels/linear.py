@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from tensorwire.kernels.config import kernel
+from tensorwire.kernels.validation import first_nonfinite_row
 
 # Probability links: how a classifier turns decision values into predict_proba.
 LINK_NONE = 0  # no predict_proba (LinearSVC, RidgeClassifier, hinge SGD, ...)
@@ -244,3 +245,78 @@ def score_linear_classifier(
         if link_code != LINK_NONE:
             proba_row(link_code, d, p)
             proba_out[i, :] = p
+
+
+# What a planned response's layout row writes (see linear_classifier_response).
+WRITE_LABELS, WRITE_DECISION, WRITE_PROBA = 0, 1, 2
+
+
+@kernel
+def linear_classifier_response(
+    coef: np.ndarray,
+    intercept: np.ndarray,
+    link_code: int,
+    labels: np.ndarray,
+    template: np.ndarray,
+    layout: np.ndarray,
+    X: np.ndarray,
+    out: np.ndarray,
+) -> int:
+    """A whole serialised response in one dispatch: score_linear_classifier's outputs, written as raw bytes.
+
+    `out` (uint8, the template's size) gets the template (the response with its
+    tensors' bytes left zero); then, for each layout row (what, offset), the
+    labels (labels[class index], in labels' dtype), the decision values or the
+    probabilities (in X's dtype, as score_linear_classifier rounds them) are
+    written from that offset on: decision values and probabilities straight
+    into `out`, through a view. Returns the first row of X holding NaN or
+    infinity (nothing written), or -1.
+    """
+    bad_row = first_nonfinite_row(X)
+    if bad_row >= 0:
+        return bad_row
+    n, k, n_classes = X.shape[0], coef.shape[0], labels.shape[0]
+    labels_at, decision_at, proba_at = -1, -1, -1
+    for w in range(layout.shape[0]):
+        if layout[w, 0] == WRITE_LABELS:
+            labels_at = layout[w, 1]
+        elif layout[w, 0] == WRITE_DECISION:
+            decision_at = layout[w, 1]
+        else:
+            proba_at = layout[w, 1]
+    _copy_template(template, out)
+    decision = _tensor_at(out, decision_at, n, k, X) if decision_at >= 0 else np.empty((n, k), dtype=X.dtype)
+    proba = _tensor_at(out, proba_at, n, n_classes, X) if proba_at >= 0 else np.empty((n, 0), dtype=X.dtype)
+    label_index = np.empty(n, dtype=np.int64)
+    score_linear_classifier(X, coef, intercept, link_code if proba_at >= 0 else LINK_NONE, decision, proba, label_index)
+    if labels_at >= 0:
+        # reshape checks the size: a slice past the end is shorter, never written beyond
+        written = out[labels_at : labels_at + n * labels.itemsize].view(labels.dtype).reshape(n)
+        for i in range(n):
+            written[i] = labels[label_index[i]]
+    return -1
+
+
+@kernel
+def linear_regressor_response(coef: np.ndarray, intercept: np.ndarray, template: np.ndarray, predict_at: int, X: np.ndarray, out: np.ndarray) -> int:
+    """linear_classifier_response for a regressor: its predict written at `predict_at`."""
+    bad_row = first_nonfinite_row(X)
+    if bad_row >= 0:
+        return bad_row
+    _copy_template(template, out)
+    score_linear_regressor(X, coef, intercept, _tensor_at(out, predict_at, X.shape[0], coef.shape[0], X))
+    return -1
+
+
+@kernel
+def _copy_template(template: np.ndarray, out: np.ndarray) -> None:
+    if out.shape[0] != template.shape[0]:
+        raise ValueError("the response buffer and its template differ in size")
+    for b in range(template.shape[0]):  # an explicit loop: numba's slice assignment is several times slower here
+        out[b] = template[b]
+
+
+@kernel
+def _tensor_at(out: np.ndarray, at: int, rows: int, columns: int, like: np.ndarray) -> np.ndarray:
+    """A (rows, columns) array of like's dtype over out's bytes from `at` (a size mismatch raises)."""
+    return out[at : at + rows * columns * like.itemsize].view(like.dtype).reshape(rows, columns)

@@ -27,6 +27,7 @@ from tensorwire.server.layout import file_fingerprint, is_model_name, model_name
 from tensorwire.server.batcher import DynamicBatcher
 from tensorwire.server.model_config import DynamicBatching, ModelConfigError, read_model_config
 from tensorwire.server.model_format import MODEL_FILE, Manifest, ModelFormatError, TensorSpec, load_model
+from tensorwire.server.request_plans import planned_writer
 from tensorwire.server.scoring import Scorer, build_scorer
 
 # A request is scored on the event loop (aio engine) when it is this small, about a millisecond of
@@ -111,7 +112,11 @@ class Model:
             data = rng.standard_normal((rows, self.manifest.n_features)).astype(self.input_dtype).tobytes()
             X = np.frombuffer(data, dtype=self.input_dtype).reshape(rows, -1)
             first_nonfinite_row(X)
-            self.scorer.score(X, self.output_names)
+            results = self.scorer.score(X, self.output_names)
+            writer = planned_writer(self, self.output_names, results)
+            if writer is not None:
+                write, size = writer
+                write(X, np.empty(size, dtype=np.uint8))
 
 
 @dataclass(frozen=True)

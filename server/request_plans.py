@@ -20,15 +20,21 @@ an id is usually new with each request, and its plan would never be used.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tensorwire.protos import inference_pb2 as pb
 from tensorwire.protos.wire import RAW_INPUT_CONTENTS_TAG, varint
-from tensorwire.server.repository import Model
 from tensorwire.server.statistics import VersionStatistics
+
+if TYPE_CHECKING:  # the repository warms writers up with planned_writer
+    from tensorwire.server.repository import Model
+
+# writer(X, out) -> the first row of X holding NaN or infinity, or -1 once `out` holds the whole response
+ResponseWriter = Callable[[np.ndarray, np.ndarray], int]
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -42,6 +48,8 @@ class RequestPlan:
     names: Sequence[str]  # the outputs to answer
     envelope: bytes | None  # the response up to its tensors' bytes; None: an output's size varies (BYTES)
     content_heads: tuple[bytes, ...]  # the raw_output_contents tag and length of each output
+    writer: ResponseWriter | None  # the scorer's whole-response kernel, where it has one
+    response_size: int  # the response's size in bytes, for the writer
 
     def view(self, data: bytes) -> np.ndarray:
         """The request's tensor: a read-only view of its bytes."""
@@ -103,10 +111,31 @@ class RequestPlans:
             return
         layout = model.response_encoder.fixed_layout(names, results)
         envelope, content_heads = layout if layout is not None else (None, ())
-        plan = RequestPlan(data[: len(data) - len(tensor_bytes)], snapshot, model, stats, X.shape, X.dtype, tuple(names), envelope, content_heads)
+        writer, response_size = planned_writer(model, names, results) or (None, 0)
+        prefix = data[: len(data) - len(tensor_bytes)]
+        plan = RequestPlan(prefix, snapshot, model, stats, X.shape, X.dtype, tuple(names), envelope, content_heads, writer, response_size)
         if self._count >= self.MAX_PLANS:
             self._by_size, self._count = {}, 0
         same_size = self._by_size.get(len(data), ())
         kept = tuple(p for p in same_size if p.snapshot is snapshot and p.prefix != plan.prefix)  # stale ones go
         self._by_size[len(data)] = (*kept, plan)
         self._count += 1 + len(kept) - len(same_size)
+
+
+def planned_writer(model: Model, names: Sequence[str], results: Sequence[np.ndarray]) -> tuple[ResponseWriter, int] | None:
+    """The scorer's whole-response writer (its `response_writer`, if it has one) for responses whose outputs
+    come out like `results`, and their size; None where the scorer has none or an output's size varies."""
+    writer_of = getattr(model.scorer, "response_writer", None)
+    layout = model.response_encoder.fixed_layout(names, results)
+    if writer_of is None or layout is None:
+        return None
+    envelope, content_heads = layout
+    parts, offsets, at = [envelope], [], len(envelope)
+    for head, array in zip(content_heads, results):
+        at += len(head)
+        offsets.append(at)
+        at += array.nbytes
+        parts += [head, bytes(array.nbytes)]
+    template = np.frombuffer(b"".join(parts), dtype=np.uint8)
+    writer: ResponseWriter | None = writer_of(names, template, offsets)
+    return None if writer is None else (writer, len(template))

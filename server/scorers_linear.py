@@ -11,7 +11,8 @@ A binary classifier has one coef row and two classes.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import functools
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,9 @@ LABEL_DTYPES: dict[str, Any] = {"INT64": np.int64, "FP64": np.float64, "BOOL": n
 # Links that need one coef row (binary) or one row per class (multiclass); modified_huber serves both.
 BINARY_LINKS = frozenset({"none", "logistic", "modified_huber"})
 MULTICLASS_LINKS = frozenset(linear.LINKS) - {"logistic"}
+
+# writer(X, out) -> the first non-finite row of X, or -1 once `out` holds the whole response
+ResponseWriter = Callable[[np.ndarray, np.ndarray], int]
 
 
 def regressor_outputs(datatype: str, n_targets: int, multi_target: bool) -> list[TensorSpec]:
@@ -111,6 +115,13 @@ class LinearRegressorScorer:
         predict = out if self.multi_target else out.reshape(X.shape[0])
         return [predict for _ in outputs]
 
+    def response_writer(self, outputs: Sequence[str], template: np.ndarray, offsets: Sequence[int]) -> ResponseWriter:
+        """Whole responses to requests of one plan (server/request_plans.py) in one kernel call: `template`
+        is the response with its tensors' bytes zero, `offsets` where each output's bytes go."""
+        _check_request(self.manifest, ("predict",), outputs, np.empty((1, self.manifest.n_features), self.dtype))
+        (predict_at,) = offsets  # outputs are never asked twice
+        return functools.partial(linear.linear_regressor_response, self.coef, self.intercept, template, predict_at)
+
 
 class LinearClassifierScorer:
     """decision_function = X @ coef.T + intercept; predict and predict_proba derive from it."""
@@ -168,6 +179,17 @@ class LinearClassifierScorer:
         if "predict" in outputs:
             results["predict"] = self.labels[label_index]  # fancy indexing: ~10x cheaper than np.take here
         return [results[name] for name in outputs]
+
+    WRITES = {"predict": linear.WRITE_LABELS, "decision_function": linear.WRITE_DECISION, "predict_proba": linear.WRITE_PROBA}
+
+    def response_writer(self, outputs: Sequence[str], template: np.ndarray, offsets: Sequence[int]) -> ResponseWriter | None:
+        """As LinearRegressorScorer.response_writer; None for string labels (their size varies)."""
+        if self.labels.dtype == object:
+            return None
+        _check_request(self.manifest, self.output_names, outputs, np.empty((1, self.manifest.n_features), self.dtype))
+        layout = np.array([(self.WRITES[name], at) for name, at in zip(outputs, offsets)], dtype=np.int64).reshape(-1, 2)
+        link_code = self.link_code if "predict_proba" in outputs else linear.LINK_NONE
+        return functools.partial(linear.linear_classifier_response, self.coef, self.intercept, link_code, self.labels, template, layout)
 
 
 @register("linear_regressor")

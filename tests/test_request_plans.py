@@ -65,6 +65,47 @@ def test_a_planned_answer_is_byte_for_byte_the_full_paths(handler: InferenceHand
         assert handler.model_infer_bytes(data) == full_path(handler, data)
 
 
+@pytest.fixture(scope="module")
+def label_kinds(tmp_path_factory: pytest.TempPathFactory) -> InferenceHandler:
+    """Linear models whose whole-response kernels write other label and output types."""
+    from sklearn.linear_model import Ridge, SGDClassifier
+
+    root = tmp_path_factory.mktemp("label-kinds")
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((300, N_FEATURES))
+    classes = np.argmax(X[:, :3], axis=1)
+    estimators = {
+        "bools": (LogisticRegression().fit(X, X[:, 0] > 0), "float32"),
+        "floats": (LogisticRegression().fit(X, classes * 1.0 + 2.0), "float64"),
+        "huber": (SGDClassifier(loss="modified_huber", random_state=0).fit(X, classes), "float32"),
+        "multi": (Ridge().fit(X, X[:, :2] @ np.ones((2, 3))), "float32"),
+    }
+    for name, (estimator, dtype) in estimators.items():
+        tensorwire.export(estimator, root / name / "1", dtype=dtype)
+    handler = InferenceHandler(ModelRepository(root))
+    handler.repository.load_all()
+    return handler
+
+
+@pytest.mark.parametrize(("model", "dtype"), [("bools", "float32"), ("floats", "float64"), ("huber", "float32"), ("multi", "float32")])
+@pytest.mark.parametrize("batch", [1, 5, 64])
+def test_whole_response_kernels_write_what_the_full_path_writes(label_kinds: InferenceHandler, model: str, dtype: str, batch: int) -> None:
+    handler = label_kinds
+    handler.model_infer_bytes(request_bytes(model, rows(batch, 0, dtype)))
+    for seed in (1, 2):
+        data = request_bytes(model, rows(batch, seed, dtype) * 3)
+        plan = handler.plan_of(data)
+        assert plan is not None and plan.writer is not None  # linear models answer planned requests in one kernel call
+        assert handler.model_infer_bytes(data) == full_path(handler, data)
+
+
+def test_string_labels_are_written_by_the_encoder(handler: InferenceHandler) -> None:
+    data = request_bytes("flowers", rows(2, 0))
+    handler.model_infer_bytes(data)
+    plan = handler.plan_of(data)
+    assert plan is not None and plan.writer is None
+
+
 def test_a_plan_answers_only_requests_with_its_envelope(handler: InferenceHandler) -> None:
     handler.model_infer_bytes(request_bytes("ridge", rows(4, 0, "float64")))
     other_model = request_bytes("ridgf", rows(4, 0, "float64"))  # same size, one byte apart
