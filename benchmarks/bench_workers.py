@@ -91,6 +91,7 @@ class Settings:
     connections_per_worker: int  # h2load -c = this x workers
     streams: int  # h2load -m: requests in flight per connection
     memory: bool  # run part (b)
+    h2load_threads: int = 1  # h2load -t: one is enough on 2 cores; more where many workers would outrun it
 
     @property
     def worker_counts(self) -> tuple[int, ...]:
@@ -303,7 +304,7 @@ def run_h2load(server: Server, body_path: pathlib.Path, batch: int, settings: Se
     assert h2load is not None
     connections = settings.connections(server.workers)
     command = [h2load, "-D", h2load_duration(settings.duration), "--warm-up-time", h2load_duration(settings.warmup),
-               "-c", str(connections), "-m", str(settings.streams), "-t", "1", "-d", str(body_path),
+               "-c", str(connections), "-m", str(settings.streams), "-t", str(settings.h2load_threads), "-d", str(body_path),
                "-H", "content-type: application/grpc", "-H", "te: trailers", f"--log-file={log_path}",
                f"http://{server.url}{METHOD}"]
     serving = worker_pids(server)
@@ -623,7 +624,7 @@ def print_report(env: dict[str, Any], settings: Settings, loads: list[LoadRow], 
                  handlers: list[dict[str, Any]], memory: list[MemoryRow]) -> None:
     print("environment: " + ", ".join(f"{k} {v}" for k, v in env.items()))
     if loads:
-        print(f"\n(a) logistic model (20 features, 4 classes, FP32, all outputs) vs echo server; h2load -t 1, "
+        print(f"\n(a) logistic model (20 features, 4 classes, FP32, all outputs) vs echo server; h2load -t {settings.h2load_threads}, "
               f"-c {settings.connections_per_worker} x workers, -m {settings.streams}, {settings.duration:g} s after "
               f"{settings.warmup:g} s warm-up, median of {settings.rounds} alternating round(s)")
         print(table(
@@ -675,6 +676,7 @@ def parse_settings(argv: Sequence[str] | None) -> tuple[Settings, bool]:
     parser.add_argument("--connections-per-worker", type=int, default=4,
                         help="h2load connections per worker (default 4: -c 8 with 2 workers)")
     parser.add_argument("--streams", type=int, default=4, help="h2load -m, requests in flight per connection (default 4)")
+    parser.add_argument("--h2load-threads", type=int, default=1, help="h2load -t (default 1; raise it for many workers)")
     parser.add_argument("--no-memory", action="store_true", help="skip part (b), the memory measurement")
     parser.add_argument("--no-load", action="store_true", help="skip part (a), the h2load runs (h2load then not needed)")
     parser.add_argument("--quick", action="store_true", help="a short run, for smoke testing")
@@ -692,6 +694,7 @@ def parse_settings(argv: Sequence[str] | None) -> tuple[Settings, bool]:
         connections_per_worker=args.connections_per_worker,
         streams=args.streams,
         memory=not args.no_memory,
+        h2load_threads=max(1, args.h2load_threads),
     )
     if not args.no_load and shutil.which("h2load") is None:
         parser.exit(2, f"bench_workers.py: {INSTALL_HINT} (or run with --no-load for the memory part only)\n")
