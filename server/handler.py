@@ -6,6 +6,7 @@ raised as a `tensorwire.server.errors` exception and mapped to a status there.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,8 @@ from tensorwire.server.errors import DeadlineExceededError, InvalidRequestError,
 from tensorwire.server.repository import READY, UNAVAILABLE, Model, ModelRepository
 from tensorwire.server.request_plans import RequestPlan, RequestPlans
 from tensorwire.server.statistics import StatisticsBook, VersionStatistics, merge_statistics
+
+log = logging.getLogger(__name__)
 
 SERVER_NAME = "tensorwire"
 EXTENSIONS = ("model_configuration", "statistics", "model_repository")
@@ -190,7 +193,7 @@ class InferenceHandler:
 
     def model_infer_bytes(self, data: bytes, deadline: float | None = None) -> bytes:
         """A serialised ModelInferRequest scored into a serialised ModelInferResponse, by its plan if it has one."""
-        plan = self.plans.match(data, self.repository.snapshot)
+        plan = self.plan_of(data)
         if plan is not None:
             return self.score_planned(plan, data, deadline)
         request = parse_infer_request(data)
@@ -258,8 +261,12 @@ class InferenceHandler:
             current = self.model_of(request)
         except TensorwireError:
             return
-        if current is model:
+        if current is not model:
+            return
+        try:
             self.plans.learn(data, request, snapshot, model, stats, X, names, results)
+        except Exception:  # a plan only saves time: failing to make one never fails the request it was made from
+            log.debug("no plan for a request to %s", model.description, exc_info=True)
 
 
 def parse_infer_request(data: bytes) -> pb.ModelInferRequest:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from google.protobuf import message
 
 from tensorwire.protos import inference_pb2 as pb
 from tensorwire.protos.wire import RAW_INPUT_CONTENTS_TAG, varint
@@ -107,7 +108,7 @@ class RequestPlans:
             return  # the tensor is not the last field (protobuf writes no order of fields)
         try:  # the bytes before that field must be whole fields, for H + T to split where we think
             pb.ModelInferRequest.FromString(data[:envelope_end])
-        except Exception:  # noqa: BLE001  (any parse failure: no plan)
+        except message.DecodeError:
             return
         layout = model.response_encoder.fixed_layout(names, results)
         envelope, content_heads = layout if layout is not None else (None, ())

@@ -223,3 +223,13 @@ def test_plans_start_again_past_their_limit(handler: InferenceHandler) -> None:
 def test_undecodable_bytes_are_refused_clearly(handler: InferenceHandler) -> None:
     with pytest.raises(InvalidRequestError, match="not a valid inference.ModelInferRequest message"):
         handler.model_infer_bytes(b"\xff\xff\xff")
+
+
+def test_a_plan_that_cannot_be_made_never_fails_its_request(handler: InferenceHandler, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("planning broke")
+
+    monkeypatch.setattr(handler.plans, "learn", broken)
+    data = request_bytes("ridge", rows(11, 0, "float64"))
+    assert handler.model_infer_bytes(data) == full_path(handler, data)
+    assert handler.plan_of(data) is None
