@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from tensorwire.kernels.config import kernel
+from tensorwire.kernels.config import kernel, request_kernel
 from tensorwire.kernels.validation import first_nonfinite_row
 
 # Probability links: how a classifier turns decision values into predict_proba.
@@ -251,7 +251,7 @@ def score_linear_classifier(
 WRITE_LABELS, WRITE_DECISION, WRITE_PROBA = 0, 1, 2
 
 
-@kernel
+@request_kernel
 def linear_classifier_response(
     coef: np.ndarray,
     intercept: np.ndarray,
@@ -297,7 +297,7 @@ def linear_classifier_response(
     return -1
 
 
-@kernel
+@request_kernel
 def linear_regressor_response(coef: np.ndarray, intercept: np.ndarray, template: np.ndarray, predict_at: int, X: np.ndarray, out: np.ndarray) -> int:
     """linear_classifier_response for a regressor: its predict written at `predict_at`."""
     bad_row = first_nonfinite_row(X)
