@@ -76,6 +76,9 @@ class RequestPlans:
         self._by_size: dict[int, tuple[RequestPlan, ...]] = {}
         self._count = 0
 
+    def __len__(self) -> int:
+        return sum(len(plans) for plans in self._by_size.values())
+
     def match(self, data: bytes, snapshot: Mapping[str, object]) -> RequestPlan | None:
         plans = self._by_size.get(len(data))
         if plans is not None:

@@ -124,3 +124,15 @@ def test_stream_infer_answers_each_request_and_survives_errors(server, fitted_mo
     assert [r.infer_response.id for r in responses] == ["a", "b", "c"]
     assert [bool(r.error_message) for r in responses] == [False, True, False]
     assert "no-such-model" in responses[1].error_message
+
+
+@pytest.mark.parametrize("name", ["flowers", "binary", "svm", "ridge"])
+def test_repeated_requests_with_new_numbers_match_scikit_learn(client: InferenceClient, fitted_models, name: str) -> None:  # type: ignore[no-untyped-def]
+    """The same envelope again and again: from the second request on, the server answers from its request plan."""
+    fitted = fitted_models[name]
+    rng = np.random.default_rng(11)
+    for _ in range(12):
+        X = (fitted.X[rng.integers(0, len(fitted.X), 5)] + rng.normal(scale=0.1, size=(5, fitted.X.shape[1]))).astype(fitted.dtype)
+        got = client.infer(name, X)
+        for output, array in expected_outputs(fitted.estimator, X).items():
+            assert_matches(got[output], array, fitted.dtype)
