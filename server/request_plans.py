@@ -20,7 +20,7 @@ an id is usually new with each request, and its plan would never be used.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,13 +29,11 @@ from google.protobuf import message
 
 from tensorwire.protos import inference_pb2 as pb
 from tensorwire.protos.wire import RAW_INPUT_CONTENTS_TAG, varint
+from tensorwire.server.scoring import ResponseWriter
 from tensorwire.server.statistics import VersionStatistics
 
 if TYPE_CHECKING:  # the repository warms writers up with planned_writer
     from tensorwire.server.repository import Model
-
-# writer(X, out) -> the first row of X holding NaN or infinity, or -1 once `out` holds the whole response
-ResponseWriter = Callable[[np.ndarray, np.ndarray], int]
 
 
 @dataclass(frozen=True, eq=False, slots=True)

@@ -12,14 +12,14 @@ A binary classifier has one coef row and two classes.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
 
 from tensorwire.kernels import linear
 from tensorwire.server.model_format import MODEL_FILE, Manifest, ModelFormatError, TensorSpec
-from tensorwire.server.scoring import register
+from tensorwire.server.scoring import ResponseWriter, register
 
 FLOAT_DTYPES: dict[str, type[np.floating[Any]]] = {"FP32": np.float32, "FP64": np.float64}
 LABEL_DTYPES: dict[str, Any] = {"INT64": np.int64, "FP64": np.float64, "BOOL": np.bool_, "BYTES": object}
@@ -27,9 +27,8 @@ LABEL_DTYPES: dict[str, Any] = {"INT64": np.int64, "FP64": np.float64, "BOOL": n
 # Links that need one coef row (binary) or one row per class (multiclass); modified_huber serves both.
 BINARY_LINKS = frozenset({"none", "logistic", "modified_huber"})
 MULTICLASS_LINKS = frozenset(linear.LINKS) - {"logistic"}
-
-# writer(X, out) -> the first non-finite row of X, or -1 once `out` holds the whole response
-ResponseWriter = Callable[[np.ndarray, np.ndarray], int]
+# What linear_classifier_response writes for each output a request asks for
+WRITES = {"predict": linear.WRITE_LABELS, "decision_function": linear.WRITE_DECISION, "predict_proba": linear.WRITE_PROBA}
 
 
 def regressor_outputs(datatype: str, n_targets: int, multi_target: bool) -> list[TensorSpec]:
@@ -180,14 +179,12 @@ class LinearClassifierScorer:
             results["predict"] = self.labels[label_index]  # fancy indexing: ~10x cheaper than np.take here
         return [results[name] for name in outputs]
 
-    WRITES = {"predict": linear.WRITE_LABELS, "decision_function": linear.WRITE_DECISION, "predict_proba": linear.WRITE_PROBA}
-
     def response_writer(self, outputs: Sequence[str], template: np.ndarray, offsets: Sequence[int]) -> ResponseWriter | None:
         """As LinearRegressorScorer.response_writer; None for string labels (their size varies)."""
         if self.labels.dtype == object:
             return None
         _check_request(self.manifest, self.output_names, outputs, np.empty((1, self.manifest.n_features), self.dtype))
-        layout = np.array([(self.WRITES[name], at) for name, at in zip(outputs, offsets)], dtype=np.int64).reshape(-1, 2)
+        layout = np.array([(WRITES[name], at) for name, at in zip(outputs, offsets)], dtype=np.int64).reshape(-1, 2)
         link_code = self.link_code if "predict_proba" in outputs else linear.LINK_NONE
         return functools.partial(linear.linear_classifier_response, self.coef, self.intercept, link_code, self.labels, template, layout)
 

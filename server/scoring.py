@@ -29,6 +29,11 @@ class Scorer(Protocol):
         ...
 
 
+# A scorer may also offer response_writer(outputs, template, offsets) -> ResponseWriter | None: whole
+# responses for one request plan in one kernel call (server/request_plans.py; the linear scorers do).
+# writer(X, out) -> the first row of X holding NaN or infinity, or -1 once `out` holds the whole response.
+ResponseWriter = Callable[[np.ndarray, np.ndarray], int]
+
 ScorerFactory = Callable[[Manifest, dict[str, np.ndarray]], Scorer]
 SCORERS: dict[str, ScorerFactory] = {}
 
