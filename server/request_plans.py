@@ -113,7 +113,7 @@ class RequestPlans:
             return
         layout = model.response_encoder.fixed_layout(names, results)
         envelope, content_heads = layout if layout is not None else (None, ())
-        writer, response_size = planned_writer(model, names, results) or (None, 0)
+        writer, response_size = planned_writer(model, names, results, layout) or (None, 0)
         prefix = data[: len(data) - len(tensor_bytes)]
         plan = RequestPlan(prefix, snapshot, model, stats, X.shape, X.dtype, tuple(names), envelope, content_heads, writer, response_size)
         if self._count >= self.MAX_PLANS:
@@ -124,11 +124,15 @@ class RequestPlans:
         self._count += 1 + len(kept) - len(same_size)
 
 
-def planned_writer(model: Model, names: Sequence[str], results: Sequence[np.ndarray]) -> tuple[ResponseWriter, int] | None:
+def planned_writer(
+    model: Model, names: Sequence[str], results: Sequence[np.ndarray], layout: tuple[bytes, tuple[bytes, ...]] | None = None
+) -> tuple[ResponseWriter, int] | None:
     """The scorer's whole-response writer (its `response_writer`, if it has one) for responses whose outputs
-    come out like `results`, and their size; None where the scorer has none or an output's size varies."""
+    come out like `results`, and their size; None where the scorer has none or an output's size varies.
+    `layout`: the encoder's fixed_layout for them, where the caller has it already."""
     writer_of = getattr(model.scorer, "response_writer", None)
-    layout = model.response_encoder.fixed_layout(names, results)
+    if layout is None:
+        layout = model.response_encoder.fixed_layout(names, results)
     if writer_of is None or layout is None:
         return None
     envelope, content_heads = layout
