@@ -41,12 +41,12 @@ class Server:
     def __init__(self, config: ServerConfig, *, reuse_port: bool = False) -> None:
         self.config = config
         self.handler = InferenceHandler(
-            ModelRepository(config.model_repository, max_model_bytes=config.max_model_bytes),
+            ModelRepository(config.model_repository, max_model_bytes=config.max_model_bytes, follow_symlinks=config.follow_symlinks),
             repository_api=config.model_control_mode == "explicit",
             max_rows=config.max_rows,
         )
         self.engine_name = config.resolved_engine()
-        self._pool = futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="tensorwire-rpc")
+        self._pool = futures.ThreadPoolExecutor(max_workers=config.pool_threads(), thread_name_prefix="tensorwire-rpc")
         self._engine: AioEngine | SyncEngine
         if self.engine_name == "aio":
             self._engine = AioEngine(config, self.handler, self._pool, reuse_port=reuse_port)
@@ -106,7 +106,7 @@ def serve_single_process(config: ServerConfig) -> None:
     if config.metrics_port:
         from tensorwire.server.metrics import ServerCollector, serve_metrics
 
-        serve_metrics(config.host, config.metrics_port, ServerCollector(lambda: [server.handler.metrics_snapshot()]))
+        serve_metrics(config, ServerCollector(lambda: [server.handler.metrics_snapshot()]))
     server.start(config.initial_models())
     if config.model_control_mode == "poll":
         RepositoryPoller(

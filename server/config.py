@@ -45,6 +45,8 @@ class ServerConfig:
     host: str = "0.0.0.0"
     grpc_port: int = 8001
     metrics_port: int = 8002  # 0 turns the metrics endpoint off
+    metrics_host: str | None = None  # None: the same as host
+    metrics_tls: bool = False  # serve the metrics over HTTPS with the gRPC port's certificate
     workers: int = 1
     threads: int = 8
     engine: str = "auto"  # aio | sync | auto: sync when there is a worker per CPU, else aio (server/app.py says why)
@@ -60,9 +62,14 @@ class ServerConfig:
     tls_root: str | None = None
     tls_mutual: bool = False
     auth_tokens: str | None = None  # a token file; "" means TENSORWIRE_AUTH_TOKENS
-    max_inflight: int = 256  # concurrent RPCs per worker; beyond it RESOURCE_EXHAUSTED at once
+    max_inflight: int = 256  # concurrent unary RPCs per worker (probes aside); beyond it RESOURCE_EXHAUSTED at once
+    max_streams: int = 64  # open ModelStreamInfer streams per worker (sync engine: each holds a thread of its own)
+    stream_idle_seconds: float = 300.0  # a stream with no request for this long is closed
+    max_health_watches: int = 32  # open grpc.health Watch calls per worker
+    max_streams_per_connection: int = 100  # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS
     max_rows: int = 1_000_000  # rows per request
     max_model_bytes: int = 4 << 30  # model.npz size
+    follow_symlinks: bool = False  # serve model folders and files that link out of the repository root
     max_connection_age_seconds: float = 0.0  # 0: forever; else clients reconnect (and re-resolve DNS) this often
 
     def __post_init__(self) -> None:
@@ -87,15 +94,25 @@ class ServerConfig:
             raise ValueError("TLS needs both --grpc-server-cert and --grpc-server-key")
         if self.tls_mutual and (self.tls_cert is None or self.tls_root is None):
             raise ValueError("--grpc-use-ssl-mutual needs --grpc-server-cert, --grpc-server-key and --grpc-root-cert")
+        if self.metrics_tls and self.tls_cert is None:
+            raise ValueError("--metrics-use-ssl serves the gRPC port's certificate: it needs --grpc-use-ssl with --grpc-server-cert and --grpc-server-key")
         if self.max_connection_age_seconds < 0:
             raise ValueError("--grpc-max-connection-age must not be negative")
         if self.max_inflight < 1 or self.max_rows < 1 or self.max_model_bytes < 1:
             raise ValueError("--max-inflight, --max-rows and --max-model-mb must be positive")
+        if self.max_streams < 1 or self.max_health_watches < 1 or self.max_streams_per_connection < 1:
+            raise ValueError("--max-streams, --max-health-watches and --max-streams-per-connection must be positive")
+        if self.stream_idle_seconds <= 0:
+            raise ValueError("--stream-idle-timeout must be positive")
 
     def tls(self) -> TlsFiles | None:
         if self.tls_cert is None or self.tls_key is None:
             return None
         return TlsFiles(self.tls_cert, self.tls_key, self.tls_root, self.tls_mutual)
+
+    def pool_threads(self) -> int:
+        """A worker's thread pool: --threads for calls, and on the sync engine one more per stream, so streams never take those."""
+        return self.threads + (self.max_streams if self.resolved_engine() == "sync" else 0)
 
     def resolved_engine(self) -> str:
         """The gRPC engine a worker runs: `engine`, with auto decided by the CPUs this process may use."""

@@ -9,6 +9,7 @@ when a worker has more than one core to itself (see server/app.py).
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -17,24 +18,31 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf import message
-from grpc_health.v1 import health, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 
 from tensorwire.protos.wire import stream_infer_response
+from tensorwire.server.call_limits import OpenStreams
 from tensorwire.server.config import ServerConfig
 from tensorwire.server.handler import InferenceHandler, parse_infer_request
+from tensorwire.server.health import AioHealthServicer, HealthAccess
 from tensorwire.server.security import AuthInterceptor, TokenStore
 from tensorwire.server.servicer import (
     DRAIN_QUIET_SECONDS,
+    PUBLIC_HEALTH_SERVICES,
     DrainClock,
     Undecodable,
     add_reflection,
     deadline_after,
+    grpc_call_cap,
     inference_service,
+    inflight_message,
     listen,
     server_options,
     status_of,
     stream_error,
 )
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -58,6 +66,8 @@ class Drain(DrainClock):
 class AioEngine:
     def __init__(self, config: ServerConfig, handler: InferenceHandler, pool: Executor, *, reuse_port: bool) -> None:
         self._config, self._handler, self._pool = config, handler, pool
+        self._inflight, self._max_inflight, self._inflight_message = 0, config.max_inflight, inflight_message(config)  # counted on the loop
+        self._streams = OpenStreams(config.max_streams, config.stream_idle_seconds)
         self._loop = asyncio.new_event_loop()
         threading.Thread(target=self._loop.run_forever, name="tensorwire-grpc", daemon=True).start()
         try:
@@ -70,10 +80,11 @@ class AioEngine:
         """The server, built on the loop (grpc.aio, the drain's event and health belong to it)."""
         config = self._config
         self._drain = Drain()
-        interceptors = [] if config.auth_tokens is None else [AuthInterceptor(TokenStore.load(config.auth_tokens or None))]
-        server = grpc.aio.server(interceptors=interceptors, maximum_concurrent_rpcs=config.max_inflight, options=server_options(config, reuse_port))
+        tokens = None if config.auth_tokens is None else TokenStore.load(config.auth_tokens or None)
+        interceptors = [] if tokens is None else [AuthInterceptor(tokens)]
+        server = grpc.aio.server(interceptors=interceptors, maximum_concurrent_rpcs=grpc_call_cap(config), options=server_options(config, reuse_port))
         server.add_generic_rpc_handlers((inference_service(self._handler, self._infer, self._stream_infer, self._in_pool),))
-        self._health = health.aio.HealthServicer()
+        self._health = AioHealthServicer(HealthAccess(PUBLIC_HEALTH_SERVICES, tokens, config.max_health_watches))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         add_reflection(server)
         return server, listen(server, config)
@@ -132,6 +143,9 @@ class AioEngine:
         return await asyncio.get_running_loop().run_in_executor(self._pool, handler.score_request, model, request, deadline, data)
 
     async def _infer(self, data: bytes, context: Context) -> bytes:
+        if self._inflight >= self._max_inflight:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._inflight_message)
+        self._inflight += 1
         try:
             handler = self._handler
             plan = None if self._drain.holding else handler.plan_of(data)
@@ -142,19 +156,43 @@ class AioEngine:
         except Exception as exc:  # every failure leaves as a status, never as a crash
             await context.abort(*status_of(exc))
             raise  # unreachable: abort raises
+        finally:
+            self._inflight -= 1
 
     async def _stream_infer(self, requests: AsyncIterator[Any], context: Context) -> AsyncIterator[bytes]:
-        """A cancelled stream needs no check here: grpc.aio cancels this coroutine."""
-        async for request in requests:
-            try:
-                yield stream_infer_response(await self._scored(request, context))
-            except Exception as exc:
-                yield stream_error(request, exc)
+        """Holds no thread while idle; the watchdog cancels this task when idle, and it then ends with DEADLINE_EXCEEDED."""
+        streams, task, loop = self._streams, asyncio.current_task(), self._loop
+        assert task is not None
+        stream = streams.open(lambda: loop.call_soon_threadsafe(task.cancel))
+        if stream is None:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, streams.full_message())
+            return
+        try:
+            async for request in requests:
+                stream.busy = True
+                try:
+                    answer = stream_infer_response(await self._scored(request, context))
+                except Exception as exc:
+                    answer = stream_error(request, exc)
+                stream.busy = False
+                yield answer
+                stream.last_active = time.monotonic()
+        except asyncio.CancelledError:  # the client cancelled (grpc.aio cancels this task), or the watchdog did
+            if not stream.closed_idle:
+                log.debug("ModelStreamInfer stream cancelled by the client")
+                raise
+            task.uncancel()
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, streams.idle_message())
+        finally:
+            streams.done(stream)
 
-    def _in_pool(self, implementation: Callable[[Any], message.Message]) -> Callable[[Any, Context], Awaitable[message.Message]]:
+    def _in_pool(self, implementation: Callable[[Any], message.Message], counted: bool) -> Callable[[Any, Context], Awaitable[message.Message]]:
         """Every other RPC runs in the pool: loading a model or gathering statistics waits on other workers."""
 
         async def call(request: Any, context: Context) -> message.Message:
+            if counted and self._inflight >= self._max_inflight:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._inflight_message)
+            self._inflight += counted
             try:
                 if isinstance(request, Undecodable):
                     raise request.error()
@@ -162,6 +200,8 @@ class AioEngine:
             except Exception as exc:
                 await context.abort(*status_of(exc))
                 raise
+            finally:
+                self._inflight -= counted
 
         return call
 

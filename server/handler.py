@@ -20,7 +20,7 @@ from tensorwire.kernels.validation import first_nonfinite_row
 from tensorwire.protos import inference_pb2 as pb
 from tensorwire.protos.codec import DATATYPES, TensorDecodeError, decode_tensor
 from tensorwire.server.cluster import Cluster, LocalCluster
-from tensorwire.server.errors import DeadlineExceededError, InvalidRequestError, TensorwireError, UnavailableError, undecodable
+from tensorwire.server.errors import DeadlineExceededError, InvalidRequestError, TensorwireError, UnavailableError, listed, shown, undecodable
 from tensorwire.server.repository import READY, UNAVAILABLE, Model, ModelRepository
 from tensorwire.server.request_plans import RequestPlan, RequestPlans
 from tensorwire.server.statistics import StatisticsBook, VersionStatistics, merge_statistics
@@ -300,14 +300,13 @@ def _decode_input(model: Model, request: pb.ModelInferRequest, max_rows: int) ->
     inputs = request.inputs
     spec = model.input
     if len(inputs) != 1:
-        names = [t.name for t in inputs]
-        raise InvalidRequestError(f"{model.description} expects 1 input tensor named '{spec.name}', got {len(inputs)}: {names}")
+        raise InvalidRequestError(f"{model.description} expects 1 input tensor named '{spec.name}', got {listed([t.name for t in inputs])}")
     tensor = inputs[0]
     if tensor.name != spec.name:
-        raise InvalidRequestError(f"{model.description}: missing input '{spec.name}' (got an input named '{tensor.name}')")
+        raise InvalidRequestError(f"{model.description}: missing input '{spec.name}' (got an input named {shown(tensor.name)})")
     if tensor.datatype != spec.datatype:
         raise InvalidRequestError(
-            f"{model.description}: input '{spec.name}' has datatype {tensor.datatype or '(empty)'}, expected {spec.datatype}"
+            f"{model.description}: input '{spec.name}' has datatype {shown(tensor.datatype) if tensor.datatype else '(empty)'}, expected {spec.datatype}"
         )
     shape = tensor.shape
     n_features = spec.shape[1]
@@ -356,9 +355,9 @@ def _requested_outputs(model: Model, requested: Sequence[pb.ModelInferRequest.In
     for name in names:
         if name not in model.outputs:
             raise InvalidRequestError(
-                f"model '{model.name}' version {model.version} has no output '{name}' (outputs: {list(model.output_names)})"
+                f"model '{model.name}' version {model.version} has no output {shown(name)} (outputs: {list(model.output_names)})"
             )
     if len(set(names)) != len(names):
-        raise InvalidRequestError(f"model '{model.name}': output requested twice in {names}")
+        raise InvalidRequestError(f"model '{model.name}': an output is requested twice among {listed(names)}")
     return names
 

@@ -1,9 +1,12 @@
 """TLS credentials and bearer-token authentication for the gRPC port.
 
-Tokens live in a file, one `<scope> <token>` per line (`#` starts a comment),
-or in TENSORWIRE_AUTH_TOKENS with the same lines separated by newlines or `;`.
+Tokens live in a file, one `<scope> <token>` per line. A line whose first non-blank
+character is `#` is a comment; any other `#`, and every `;`, is part of the token.
+TENSORWIRE_AUTH_TOKENS holds the same lines, separated by newlines or `;`.
 Scopes: `infer` (inference, metadata, statistics, reflection) and `admin`
-(all of that, plus repository load and unload). Health and liveness stay open:
+(all of that, plus repository load and unload). A call sends exactly one
+`authorization: Bearer <token>` (the scheme in any case, RFC 6750); two
+`authorization` values are refused. Health and liveness stay open:
 Kubernetes probes send no headers. Tokens are compared in constant time and
 never written to a message or a log line. The file is re-read when it changes.
 """
@@ -35,6 +38,7 @@ OPEN_METHODS = frozenset(
         "/inference.GRPCInferenceService/ServerReady",
         "/grpc.health.v1.Health/Check",
         "/grpc.health.v1.Health/Watch",
+        "/grpc.health.v1.Health/List",  # without a token it lists only the server's own services (server/health.py)
     }
 )
 ADMIN_METHODS = frozenset(
@@ -50,19 +54,25 @@ class TokenFileError(ValueError):
 
 
 def parse_tokens(text: str, source: str) -> dict[str, str]:
-    """token -> scope. Errors name the line, never the token."""
+    """token -> scope, from the lines of a token file. Errors name the line, never the token."""
     tokens: dict[str, str] = {}
-    for number, line in enumerate(text.replace(";", "\n").splitlines(), start=1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
             continue
         parts = line.split()
         if len(parts) != 2 or parts[0] not in SCOPES:
-            raise TokenFileError(f"{source} line {number}: expected '<scope> <token>' with scope one of {', '.join(SCOPES)}")
+            hint = " (a '#' starts a comment only at the start of a line)" if "#" in line else ""
+            raise TokenFileError(f"{source} line {number}: expected '<scope> <token>' with scope one of {', '.join(SCOPES)}{hint}")
         tokens[parts[1]] = parts[0]
     if not tokens:
         raise TokenFileError(f"{source}: no tokens")
     return tokens
+
+
+def parse_env_tokens(text: str) -> dict[str, str]:
+    """token -> scope, from TENSORWIRE_AUTH_TOKENS, where `;` also ends an entry (one line is easier to set)."""
+    return parse_tokens(text.replace(";", "\n"), TOKENS_ENV)
 
 
 @dataclass
@@ -83,7 +93,7 @@ class TokenStore:
         text = os.environ.get(TOKENS_ENV)
         if not text:
             raise TokenFileError(f"give --auth-tokens FILE or set {TOKENS_ENV}")
-        return cls(None, parse_tokens(text, TOKENS_ENV))
+        return cls(None, parse_env_tokens(text))
 
     def scope_of(self, token: str) -> str | None:
         """The token's scope, comparing against every known token in constant time."""
@@ -134,10 +144,11 @@ def refusal_of(store: TokenStore, details: grpc.HandlerCallDetails) -> tuple[grp
     needed = required_scope(details.method)
     if needed is None:
         return None
-    token = ""
-    for key, value in details.invocation_metadata or ():
-        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-            token = value[len("Bearer ") :].strip()
+    values = [value for key, value in details.invocation_metadata or () if key == "authorization"]
+    if len(values) > 1:
+        # which one a proxy or a server picks differs: refuse rather than guess
+        return grpc.StatusCode.UNAUTHENTICATED, f"{len(values)} 'authorization' metadata values; send exactly one 'Bearer <token>'"
+    token = bearer_token(values[0]) if values else ""
     if not token:
         return grpc.StatusCode.UNAUTHENTICATED, "missing 'authorization: Bearer <token>' metadata"
     scope = store.scope_of(token)
@@ -146,6 +157,14 @@ def refusal_of(store: TokenStore, details: grpc.HandlerCallDetails) -> tuple[grp
     if needed == "admin" and scope != "admin":
         return grpc.StatusCode.PERMISSION_DENIED, f"{details.method} needs the admin scope"
     return None
+
+
+def bearer_token(value: str | bytes) -> str:
+    """The token of a `Bearer <token>` value, the scheme matched in any case (RFC 6750); "" if it is not one."""
+    if not isinstance(value, str):
+        return ""
+    scheme, _, token = value.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -207,4 +226,4 @@ def check_security_files(tls: TlsFiles | None, auth_tokens: str | None) -> None:
         if auth_tokens:
             parse_tokens(_read(pathlib.Path(auth_tokens)), auth_tokens)
         else:
-            parse_tokens(os.environ.get(TOKENS_ENV, ""), TOKENS_ENV)
+            parse_env_tokens(os.environ.get(TOKENS_ENV, ""))

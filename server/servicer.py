@@ -22,7 +22,8 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from tensorwire.protos import inference_pb2 as pb
 from tensorwire.protos._pool import POOL
 from tensorwire.server.config import ServerConfig
-from tensorwire.server.errors import InvalidRequestError, TensorwireError, UnsupportedError, undecodable
+from tensorwire.server.call_limits import PROBE_RESERVE
+from tensorwire.server.errors import InvalidRequestError, TensorwireError, UnsupportedError, bounded, undecodable
 from tensorwire.server.handler import InferenceHandler
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,12 @@ SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 SERVICE_NAME = SERVICE.full_name
 STREAM_METHOD = "ModelStreamInfer"
 INFER_METHOD = "ModelInfer"
+PROBE_METHODS = frozenset({"ServerLive", "ServerReady"})  # with health Check: outside --max-inflight, on the probes' reserve
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 MESSAGE_CLASSES: dict[str, type[message.Message]] = {
     descriptor.full_name: getattr(pb, descriptor.name) for descriptor in pb.DESCRIPTOR.message_types_by_name.values()
 }
+PUBLIC_HEALTH_SERVICES = ("", SERVICE_NAME)  # what a health caller without a token may ask about
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 DRAIN_QUIET_SECONDS = 0.05  # no new inference call for this long: every client waits on a held one
@@ -47,9 +50,9 @@ def _snake(name: str) -> str:
 
 def status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, TensorwireError):
-        return exc.code, str(exc)
+        return exc.code, bounded(str(exc))
     log.exception("internal error")
-    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+    return grpc.StatusCode.INTERNAL, bounded(f"internal error: {type(exc).__name__}: {exc}")
 
 
 def deadline_after(remaining: float | None) -> float | None:
@@ -88,10 +91,11 @@ def stream_error(request: Any, exc: Exception) -> bytes:
 
 
 def inference_service(
-    handler: InferenceHandler, infer: Callable[..., Any], stream_infer: Callable[..., Any], other: Callable[[Callable[[Any], message.Message]], Callable[..., Any]]
+    handler: InferenceHandler, infer: Callable[..., Any], stream_infer: Callable[..., Any], other: Callable[[Callable[[Any], message.Message], bool], Callable[..., Any]]
 ) -> grpc.GenericRpcHandler:
     """A generic handler serving every RPC of the proto's service: `infer` and `stream_infer` answer
-    serialised bytes; `other` adapts each of the handler's other methods (or a refusal) to the engine."""
+    serialised bytes; `other(method, counted)` adapts each of the handler's other methods (or a refusal)
+    to the engine, `counted` false for probes, which --max-inflight never refuses."""
     methods: dict[str, grpc.RpcMethodHandler] = {}
     for method in SERVICE.methods:
         parse = _lenient(MESSAGE_CLASSES[method.input_type.full_name])
@@ -102,7 +106,7 @@ def inference_service(
             methods[method.name] = grpc.unary_unary_rpc_method_handler(infer, None, None)
         else:
             implementation = getattr(handler, _snake(method.name), None) or _unimplemented(method.name)
-            methods[method.name] = grpc.unary_unary_rpc_method_handler(other(implementation), parse, serialize)
+            methods[method.name] = grpc.unary_unary_rpc_method_handler(other(implementation, method.name not in PROBE_METHODS), parse, serialize)
     return grpc.method_handlers_generic_handler(SERVICE_NAME, methods)
 
 
@@ -167,10 +171,20 @@ def add_reflection(server: Any) -> None:
     reflection.enable_server_reflection((SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server, pool=POOL)
 
 
+def grpc_call_cap(config: ServerConfig) -> int:
+    """grpc's own cap on concurrent RPCs: every budget of server/call_limits.py plus the probes' reserve."""
+    return config.max_inflight + config.max_streams + config.max_health_watches + PROBE_RESERVE
+
+
+def inflight_message(config: ServerConfig) -> str:
+    return f"this worker is answering {config.max_inflight} calls (--max-inflight); retry later"
+
+
 def server_options(config: ServerConfig, reuse_port: bool) -> list[tuple[str, int]]:
     options = [
         ("grpc.max_receive_message_length", config.max_receive_bytes),
         ("grpc.max_send_message_length", config.max_send_bytes),
+        ("grpc.max_concurrent_streams", config.max_streams_per_connection),  # HTTP/2 streams of one connection
         # workers share the supervisor's port; a lone server never shares one silently
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]

@@ -147,7 +147,7 @@ class Supervisor:
             if self.config.metrics_port:
                 from tensorwire.server.metrics import ServerCollector, serve_metrics
 
-                serve_metrics(self.config.host, self.config.metrics_port, ServerCollector(self.metrics_snapshots, lambda: self._restarts))
+                serve_metrics(self.config, ServerCollector(self.metrics_snapshots, lambda: self._restarts))
             self.slots = [WorkerSlot(i) for i in range(self.config.workers)]
             for slot in self.slots:
                 self._start(slot)

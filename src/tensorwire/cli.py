@@ -19,6 +19,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     serve.add_argument("--host", default=_env("HOST", "0.0.0.0"), help="address to listen on (default 0.0.0.0)")
     serve.add_argument("--grpc-port", type=int, default=int(_env("GRPC_PORT", "8001")), help="gRPC port (default 8001; 0 picks a free one)")
     serve.add_argument("--metrics-port", type=int, default=int(_env("METRICS_PORT", "8002")), help="Prometheus metrics port (default 8002; 0: off)")
+    serve.add_argument("--metrics-host", default=_env("METRICS_HOST", "") or None, help="address the metrics listen on (default: --host); 127.0.0.1 keeps them to this machine")
     serve.add_argument("--workers", type=int, default=int(_env("WORKERS", str(os.cpu_count() or 1))), help="worker processes (default: one per CPU)")
     serve.add_argument("--threads", type=int, default=int(_env("THREADS", "8")), help="threads per worker: for every RPC (sync engine), or for large inference requests and the other RPCs (aio engine) (default 8)")
     serve.add_argument("--engine", default=_env("ENGINE", "auto"), choices=["auto", "aio", "sync"],
@@ -37,13 +38,23 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     security.add_argument("--grpc-server-key", default=_env("GRPC_SERVER_KEY", "") or None, help="PEM private key of the server")
     security.add_argument("--grpc-root-cert", default=_env("GRPC_ROOT_CERT", "") or None, help="PEM CA certificate that signs client certificates")
     security.add_argument("--grpc-use-ssl-mutual", action="store_true", default=_env("GRPC_USE_SSL_MUTUAL", "") == "1", help="require client certificates")
+    security.add_argument("--metrics-use-ssl", action="store_true", default=_env("METRICS_USE_SSL", "") == "1",
+                          help="serve the metrics over HTTPS with the gRPC certificate and key (and, with --grpc-use-ssl-mutual, require client certificates there too)")
     security.add_argument("--auth-tokens", default=_env("AUTH_TOKENS_FILE", "") or None, metavar="FILE",
                           help="require bearer tokens: '<scope> <token>' per line, scopes infer and admin (or set TENSORWIRE_AUTH_TOKENS)")
     security.add_argument("--grpc-max-connection-age", type=float, default=float(_env("GRPC_MAX_CONNECTION_AGE", "0")), metavar="SECONDS",
                           help="close each connection gracefully after this long (0: never), so clients re-resolve and rebalance")
-    security.add_argument("--max-inflight", type=int, default=int(_env("MAX_INFLIGHT", "256")), help="concurrent RPCs per worker before RESOURCE_EXHAUSTED")
+    security.add_argument("--max-inflight", type=int, default=int(_env("MAX_INFLIGHT", "256")), help="concurrent unary calls per worker before RESOURCE_EXHAUSTED (probes have a reserve of their own; default 256)")
+    security.add_argument("--max-streams", type=int, default=int(_env("MAX_STREAMS", "64")), help="open ModelStreamInfer streams per worker before RESOURCE_EXHAUSTED (default 64)")
+    security.add_argument("--stream-idle-timeout", type=float, default=float(_env("STREAM_IDLE_TIMEOUT", "300")), metavar="SECONDS",
+                          help="close a ModelStreamInfer stream that sends no request for this long (default 300)")
+    security.add_argument("--max-health-watches", type=int, default=int(_env("MAX_HEALTH_WATCHES", "32")), help="open grpc.health Watch calls per worker (default 32)")
+    security.add_argument("--max-streams-per-connection", type=int, default=int(_env("MAX_STREAMS_PER_CONNECTION", "100")),
+                          help="concurrent calls on one HTTP/2 connection (default 100)")
     security.add_argument("--max-rows", type=int, default=int(_env("MAX_ROWS", "1000000")), help="rows per request")
     security.add_argument("--max-model-mb", type=int, default=int(_env("MAX_MODEL_MB", "4096")), help="largest model.npz loaded, MiB")
+    security.add_argument("--follow-symlinks", action="store_true", default=_env("FOLLOW_SYMLINKS", "") == "1",
+                          help="serve model folders and files that are symbolic links out of the repository root (refused by default)")
 
 
 def _add_export(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -78,6 +89,8 @@ def _serve(args: argparse.Namespace) -> int:
             host=args.host,
             grpc_port=args.grpc_port,
             metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+            metrics_tls=args.metrics_use_ssl,
             workers=args.workers,
             threads=args.threads,
             engine=args.engine,
@@ -92,8 +105,13 @@ def _serve(args: argparse.Namespace) -> int:
             tls_mutual=args.grpc_use_ssl_mutual,
             auth_tokens=args.auth_tokens if args.auth_tokens else ("" if os.environ.get("TENSORWIRE_AUTH_TOKENS") else None),
             max_inflight=args.max_inflight,
+            max_streams=args.max_streams,
+            stream_idle_seconds=args.stream_idle_timeout,
+            max_health_watches=args.max_health_watches,
+            max_streams_per_connection=args.max_streams_per_connection,
             max_rows=args.max_rows,
             max_model_bytes=args.max_model_mb * 1024 * 1024,
+            follow_symlinks=args.follow_symlinks,
             max_connection_age_seconds=args.grpc_max_connection_age,
         )
         if (args.grpc_use_ssl or args.grpc_use_ssl_mutual) and config.tls_cert is None:

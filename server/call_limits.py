@@ -1,0 +1,112 @@
+"""Per-worker caps on calls, so no kind of call can starve another: unary calls, open streams, health watches.
+
+grpcio counts every RPC against one `maximum_concurrent_rpcs`, so a few hundred
+idle streams or health watches would leave nothing for inference or probes.
+Each kind gets a budget of its own here, and grpc's own cap is set to their
+sum plus a reserve that only probes (health Check, ServerLive, ServerReady)
+can use. Open ModelStreamInfer streams idle for longer than a timeout are
+closed by one watchdog thread per worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+PROBE_RESERVE = 32  # concurrent calls beyond every budget, for probes only
+
+
+class CallSlots:
+    """A budget of concurrent calls; taking and giving back a slot is a list pop/append, atomic under the GIL."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._free = [None] * limit
+
+    def take(self) -> bool:
+        try:
+            self._free.pop()
+        except IndexError:
+            return False
+        return True
+
+    def give_back(self) -> None:
+        self._free.append(None)
+
+    @property
+    def in_use(self) -> int:
+        return self.limit - len(self._free)
+
+
+class OpenStream:
+    """One open stream: when it last showed activity, whether a request is being scored, how to close it."""
+
+    __slots__ = ("last_active", "busy", "closed_idle", "_close")
+
+    def __init__(self, close: Callable[[], object]) -> None:
+        self.last_active = time.monotonic()
+        self.busy = False
+        self.closed_idle = False
+        self._close = close
+
+    def close_idle(self) -> None:
+        self.closed_idle = True
+        self._close()
+
+
+class OpenStreams:
+    """The ModelStreamInfer streams of one worker: at most `limit` open, each closed after `idle_seconds` without a request."""
+
+    def __init__(self, limit: int, idle_seconds: float) -> None:
+        self.limit = limit
+        self.idle_seconds = idle_seconds
+        self._streams: set[OpenStream] = set()
+        self._lock = threading.Lock()
+        self._watchdog: threading.Thread | None = None
+
+    def open(self, close: Callable[[], object]) -> OpenStream | None:
+        """A record for a new stream, or None at the limit; `close` ends the stream from the watchdog's thread."""
+        stream = OpenStream(close)
+        with self._lock:
+            if len(self._streams) >= self.limit:
+                return None
+            self._streams.add(stream)
+            if self._watchdog is None:
+                self._watchdog = threading.Thread(target=self._watch, name="tensorwire-stream-watchdog", daemon=True)
+                self._watchdog.start()
+        return stream
+
+    def done(self, stream: OpenStream) -> None:
+        with self._lock:
+            self._streams.discard(stream)
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def close_idle(self, now: float) -> int:
+        """Close every stream idle since before `now - idle_seconds`; the number closed."""
+        with self._lock:
+            idle = [s for s in self._streams if not s.busy and not s.closed_idle and now - s.last_active > self.idle_seconds]
+        for stream in idle:
+            log.info("closing a ModelStreamInfer stream idle for more than %gs (--stream-idle-timeout)", self.idle_seconds)
+            try:
+                stream.close_idle()
+            except Exception:  # a stream that ended meanwhile
+                log.debug("closing an idle stream failed", exc_info=True)
+        return len(idle)
+
+    def _watch(self) -> None:
+        tick = min(1.0, self.idle_seconds / 4)
+        while True:
+            time.sleep(tick)
+            self.close_idle(time.monotonic())
+
+    def idle_message(self) -> str:
+        return f"stream closed: no request for {self.idle_seconds:g}s (--stream-idle-timeout)"
+
+    def full_message(self) -> str:
+        return f"this worker has {self.limit} ModelStreamInfer streams open (--max-streams); retry later, or use unary ModelInfer"
