@@ -20,11 +20,19 @@ def is_model_name(name: str) -> bool:
 
 def model_names(root: pathlib.Path) -> list[str]:
     """Names of the model folders under the repository root."""
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and is_model_name(p.name))
+    return sorted(p.name for p in root.iterdir() if is_model_name(p.name) and _is_dir(p))
 
 
 def version_numbers(model_dir: pathlib.Path) -> list[int]:
-    return [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0]
+    return [int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and int(p.name) > 0 and _is_dir(p)]
+
+
+def _is_dir(path: pathlib.Path) -> bool:
+    """is_dir, False for an entry that cannot be looked at (e.g. a link into a folder this user may not read)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def file_fingerprint(path: pathlib.Path) -> tuple[int, int, int]:

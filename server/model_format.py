@@ -18,10 +18,12 @@ from typing import Any
 import numpy as np
 
 from tensorwire.protos.codec import DATATYPES
+from tensorwire.server.layout import MODEL_FILE
+from tensorwire.server.model_config import parse_json
 
 FORMAT_VERSION = 1
-from tensorwire.server.layout import MODEL_FILE
 MANIFEST_KEY = "__manifest__"
+MAX_MANIFEST_BYTES = 16 << 20  # names, shapes and labels: the parameters themselves are arrays
 INPUT_NAME = "input"
 ARRAY_DTYPES = frozenset({"float32", "float64", "int32", "int64", "uint8", "bool"})
 
@@ -66,9 +68,9 @@ class Manifest:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str, path: os.PathLike[str] | str) -> Manifest:
+    def from_json(cls, text: str | bytes, path: os.PathLike[str] | str) -> Manifest:
         try:
-            raw = json.loads(text)
+            raw = parse_json(text.encode() if isinstance(text, str) else text)
             if not isinstance(raw, dict):
                 raise TypeError("the manifest is not a JSON object")
             version = raw.get("format_version")
@@ -152,7 +154,7 @@ def load_model(path: os.PathLike[str] | str) -> StoredModel:
         with np.load(path, allow_pickle=False) as npz:
             if MANIFEST_KEY not in npz.files:
                 raise ModelFormatError(path, f"no {MANIFEST_KEY} entry; not a tensorwire model")
-            manifest = Manifest.from_json(npz[MANIFEST_KEY].tobytes().decode(), path)
+            manifest = _read_manifest(path, npz.zip)
             extra = set(npz.files) - set(manifest.arrays) - {MANIFEST_KEY}
             if extra:
                 raise ModelFormatError(path, f"arrays not in the manifest: {sorted(extra)}")
@@ -163,6 +165,20 @@ def load_model(path: os.PathLike[str] | str) -> StoredModel:
         raise ModelFormatError(path, f"cannot be read as a model file ({type(exc).__name__}: {exc})") from None
     _check_arrays(path, manifest, arrays)
     return StoredModel(manifest, arrays)
+
+
+def _read_manifest(path: pathlib.Path, archive: zipfile.ZipFile) -> Manifest:
+    """The manifest entry, its size checked in the zip directory before a byte of it is read."""
+    info = archive.getinfo(f"{MANIFEST_KEY}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        # np.savez stores it; a compressed entry could inflate to any size (a zip bomb)
+        raise ModelFormatError(path, "the manifest entry is compressed; tensorwire model files store every entry uncompressed")
+    size = max(info.file_size, info.compress_size)
+    if size > MAX_MANIFEST_BYTES:
+        raise ModelFormatError(path, f"the manifest entry is {size} bytes, more than the limit of {MAX_MANIFEST_BYTES}")
+    with archive.open(info) as entry:
+        text = np.lib.format.read_array(entry, allow_pickle=False).tobytes()
+    return Manifest.from_json(text, path)
 
 
 def _map_array(path: pathlib.Path, archive: zipfile.ZipFile, name: str) -> np.ndarray:

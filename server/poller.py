@@ -24,11 +24,13 @@ def model_fingerprint(model_dir: pathlib.Path) -> Fingerprint:
 def repository_fingerprints(root: pathlib.Path) -> dict[str, Fingerprint]:
     found = {}
     for model_dir in root.iterdir():
-        if model_dir.is_dir() and is_model_name(model_dir.name):
-            try:
+        if not is_model_name(model_dir.name):
+            continue
+        try:
+            if model_dir.is_dir():
                 found[model_dir.name] = model_fingerprint(model_dir)
-            except OSError:
-                continue  # removed while we looked; the next pass sees it gone
+        except OSError:
+            continue  # removed while we looked, or a link we may not follow: the next pass looks again
     return found
 
 

@@ -4,7 +4,9 @@ Every version is loaded and warmed (its kernels compiled) before it is listed
 as READY. Lookups read an immutable snapshot, so they take no lock; loading
 builds a new snapshot and swaps it in, and requests already holding the old
 model finish on it. A version that fails to load is kept as UNAVAILABLE with
-its reason, and never stops the other models from serving.
+its reason, and never stops the other models from serving. Model folders and
+files must resolve inside the repository root unless symbolic links out of it
+are allowed (--follow-symlinks).
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ import pathlib
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from tensorwire.kernels.validation import first_nonfinite_row
 from tensorwire.protos.wire import InferResponseEncoder
-from tensorwire.server.errors import ModelNotFoundError, ModelNotReadyError
-from tensorwire.server.layout import file_fingerprint, is_model_name, model_names, version_numbers
+from tensorwire.server.errors import ModelNotFoundError, ModelNotReadyError, shown
+from tensorwire.server.layout import CONFIG_FILE, file_fingerprint, is_model_name, model_names, version_numbers
 from tensorwire.server.batcher import DynamicBatcher
 from tensorwire.server.model_config import DynamicBatching, ModelConfigError, read_model_config
 from tensorwire.server.model_format import MODEL_FILE, Manifest, ModelFormatError, TensorSpec, load_model
@@ -39,6 +41,24 @@ log = logging.getLogger(__name__)
 
 READY, UNAVAILABLE = "READY", "UNAVAILABLE"
 WARM_UP_ROWS = (1, 64)
+MODEL_LEVEL_VERSION = "1"  # the version a failure of the whole model (its folder, its config.json) is listed under
+MAX_REASON_CHARS = 1000  # a reason travels in RepositoryIndex and in status details
+
+
+class OutsideRepositoryError(ValueError):
+    """A model's folder or file resolves, through a symbolic link, outside the repository root."""
+
+
+# failures a hostile or broken repository causes: logged without a traceback, which would only say where we noticed
+EXPECTED_FAILURES = (ModelFormatError, ModelConfigError, OutsideRepositoryError, OSError)
+
+
+def failure_reason(exc: Exception) -> str:
+    """An exception as the bounded reason shown in RepositoryIndex and the log."""
+    text = str(exc) if isinstance(exc, EXPECTED_FAILURES) else f"{type(exc).__name__}: {exc}"
+    if len(text) <= MAX_REASON_CHARS:
+        return text
+    return f"{text[:MAX_REASON_CHARS]}… ({len(text)} characters)"
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,9 +161,10 @@ class ModelEntry:
 
 
 class ModelRepository:
-    def __init__(self, root: pathlib.Path | str, *, max_model_bytes: int = 4 << 30) -> None:
+    def __init__(self, root: pathlib.Path | str, *, max_model_bytes: int = 4 << 30, follow_symlinks: bool = False) -> None:
         self.root = pathlib.Path(root)
         self.max_model_bytes = max_model_bytes
+        self.follow_symlinks = follow_symlinks
         self._models: dict[str, ModelEntry] = {}
         self._write_lock = threading.Lock()
         self.load_failures: Counter[tuple[str, str]] = Counter()
@@ -157,6 +178,8 @@ class ModelRepository:
                 self.load(name)
             except ModelNotFoundError as exc:
                 log.error("cannot load model %s: %s", name, exc)
+            except Exception:  # load() keeps model failures to the model; this is the last line of defence
+                log.exception("cannot load model %s", name)
 
     def load(self, name: str) -> ModelEntry:
         """(Re)load one model per its version policy and swap it in atomically.
@@ -177,22 +200,36 @@ class ModelRepository:
     def require_model_dir(self, name: str) -> pathlib.Path:
         """The model's folder; NOT_FOUND for a name that is invalid or could escape the repository."""
         if not is_model_name(name):
-            raise ModelNotFoundError(f"'{name}' is not a valid model name")
+            raise ModelNotFoundError(f"{shown(name)} is not a valid model name")
         model_dir = self.root / name
-        if not model_dir.is_dir():
-            raise ModelNotFoundError(f"model '{name}' is not in the repository {self.root}")
+        try:
+            found = model_dir.is_dir()
+        except OSError:  # e.g. a link into a folder this user may not read
+            found = False
+        if not found:
+            raise ModelNotFoundError(f"model {shown(name)} is not in the repository {self.root}")
         return model_dir
 
+    def check_inside(self, path: pathlib.Path, what: str) -> None:
+        """Raise OutsideRepositoryError if `path` resolves outside the root, unless links out of it are followed."""
+        if self.follow_symlinks:
+            return
+        if not path.resolve().is_relative_to(self.root.resolve()):  # resolved each time: the root may be a link that moves
+            raise OutsideRepositoryError(
+                f"{path}: the {what} leads out of the model repository through a symbolic link; start the server with --follow-symlinks to serve it"
+            )
+
     def _load_versions(self, name: str, model_dir: pathlib.Path, old: ModelEntry) -> dict[str, VersionStatus]:
-        try:
+        try:  # a model must never take the server down with it, whatever its folder holds
+            self.check_inside(model_dir, "model folder")
+            self.check_inside(model_dir / CONFIG_FILE, CONFIG_FILE)
             config = read_model_config(model_dir)
-        except ModelConfigError as exc:
-            log.error("model %s: %s", name, exc)
-            return {v: s for v, s in old.versions.items() if s.state == READY} or {"1": VersionStatus("1", UNAVAILABLE, str(exc))}
-        wanted = [str(v) for v in config.version_policy.select(version_numbers(model_dir))]
+            wanted = [str(v) for v in config.version_policy.select(version_numbers(model_dir))]
+        except Exception as exc:
+            return self._model_failed(name, old, exc)
         if not wanted:
             log.error("model %s: no version directory with a %s under %s", name, MODEL_FILE, model_dir)
-            return {"1": VersionStatus("1", UNAVAILABLE, f"no version directory with a {MODEL_FILE} matches the version policy")}
+            return {MODEL_LEVEL_VERSION: VersionStatus(MODEL_LEVEL_VERSION, UNAVAILABLE, f"no version directory with a {MODEL_FILE} matches the version policy")}
         statuses = {}
         for version in wanted:
             previous = old.versions.get(version)
@@ -202,6 +239,14 @@ class ModelRepository:
             # keep the previous good versions serving beside the failures
             statuses = {**{v: s for v, s in old.versions.items() if s.state == READY}, **statuses}
         return dict(sorted(statuses.items(), key=lambda item: _version_key(item[0])))
+
+    def _model_failed(self, name: str, old: ModelEntry, exc: Exception) -> dict[str, VersionStatus]:
+        """The statuses after the whole model failed to load: the versions serving keep serving, with the reason."""
+        reason = failure_reason(exc)
+        log.error("model %s failed to load: %s", name, reason, exc_info=not isinstance(exc, EXPECTED_FAILURES))
+        self.load_failures[(name, MODEL_LEVEL_VERSION)] += 1
+        serving = {v: replace(s, reason=f"reload failed, serving the previous copy: {reason}") for v, s in old.versions.items() if s.state == READY}
+        return serving or {MODEL_LEVEL_VERSION: VersionStatus(MODEL_LEVEL_VERSION, UNAVAILABLE, reason)}
 
     def unload(self, name: str) -> None:
         """Stop serving a model; unloading one that is not loaded is a no-op (workers may differ)."""
@@ -225,12 +270,13 @@ class ModelRepository:
             return previous
         started = time.perf_counter()
         try:
+            self.check_inside(path, "model file")
             if fingerprint[1] > self.max_model_bytes:
                 raise ModelFormatError(path, f"is {fingerprint[1]} bytes, more than the --max-model-mb limit ({self.max_model_bytes} bytes)")
             model = Model.load(name, version, path, batching)
         except Exception as exc:  # a model must never take the server down with it
-            reason = str(exc) if isinstance(exc, ModelFormatError) else f"{type(exc).__name__}: {exc}"
-            log.error("model %s version %s failed to load: %s", name, version, reason)
+            reason = failure_reason(exc)
+            log.error("model %s version %s failed to load: %s", name, version, reason, exc_info=not isinstance(exc, EXPECTED_FAILURES))
             self.load_failures[(name, version)] += 1
             if previous is not None and previous.model is not None:
                 return VersionStatus(version, READY, f"reload failed, serving the previous copy: {reason}", previous.model)
@@ -242,7 +288,7 @@ class ModelRepository:
         """The model that serves a request, or the error that explains why none does."""
         entry = self._models.get(name)
         if entry is None:
-            raise ModelNotFoundError(f"unknown model '{name}'")
+            raise ModelNotFoundError(f"unknown model {shown(name)}")
         if not version:
             default = entry.default_version
             if default is None:
@@ -251,7 +297,7 @@ class ModelRepository:
             version = default
         status = entry.versions.get(version)
         if status is None:
-            raise ModelNotFoundError(f"model '{name}' has no version '{version}' (versions: {sorted(entry.versions, key=_version_key)})")
+            raise ModelNotFoundError(f"model '{name}' has no version {shown(version)} (versions: {sorted(entry.versions, key=_version_key)})")
         if status.model is None:
             raise ModelNotReadyError(f"model '{name}' version {version} is not ready: {status.reason}")
         return status.model
@@ -264,7 +310,7 @@ class ModelRepository:
     def entry(self, name: str) -> ModelEntry:
         entry = self._models.get(name)
         if entry is None:
-            raise ModelNotFoundError(f"unknown model '{name}'")
+            raise ModelNotFoundError(f"unknown model {shown(name)}")
         return entry
 
     def entries(self) -> Iterator[ModelEntry]:
