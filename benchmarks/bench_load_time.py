@@ -38,7 +38,7 @@ CHILD = r"""
 import json, pathlib, sys, time
 started = time.perf_counter()
 import numpy as np
-from tensorwire.server.repository import Model
+from tensorwire.server.repository.model_repository import Model
 imported = time.perf_counter()
 model = Model.load("m", "1", pathlib.Path(sys.argv[1]))
 loaded = time.perf_counter()

@@ -287,7 +287,7 @@ def check_answers(servers: Sequence[Server], models: dict[str, tuple[Any, ModelC
 def prewarm(servers: Sequence[Server], models: dict[str, tuple[Any, ModelCase]], batches: Sequence[int]) -> None:
     """Every batch size to every model on 8 connections per server, so every worker process has served each before timing."""
     import grpc
-    from tensorwire.client._channels import channel_options
+    from tensorwire.client.channels import channel_options
     from tensorwire.client.bench import UNARY_METHOD
 
     for server in servers:

@@ -140,8 +140,8 @@ def median_call_us(fn: Callable[[], object], settings: Settings) -> float:
 def kernel_rows(models: dict[str, Any], root: pathlib.Path, settings: Settings) -> list[KernelRow]:
     """tensorwire's scorer against scikit-learn, per model, output and batch size."""
     from tensorwire.kernels.config import apply_thread_budget
-    from tensorwire.server.model_format import MODEL_FILE, load_model
-    from tensorwire.server.scoring import build_scorer
+    from tensorwire.server.modeling.registry import build_scorer
+    from tensorwire.server.repository.model_format import MODEL_FILE, load_model
 
     apply_thread_budget()  # numba threads as in the server
     cases = [("logistic", "predict"), ("logistic", "predict_proba"), ("ridge", "predict")]

@@ -489,10 +489,11 @@ def handler_rows(root: pathlib.Path, quick: bool) -> list[dict[str, Any]]:
     import timeit
 
     import echo_server
+
     from tensorwire.kernels.config import apply_thread_budget
     from tensorwire.protos import inference_pb2 as pb
-    from tensorwire.server.handler import InferenceHandler
-    from tensorwire.server.repository import ModelRepository
+    from tensorwire.server.inference.handler import InferenceHandler
+    from tensorwire.server.repository.model_repository import ModelRepository
 
     apply_thread_budget()
     handler = InferenceHandler(ModelRepository(str(root)))

@@ -33,9 +33,9 @@ import grpc
 import grpc.aio
 import numpy as np
 
-from tensorwire.bench_args import add_bench_parser
-from tensorwire.client._channels import DEFAULT_MAX_MESSAGE_BYTES, call_metadata, channel_options
-from tensorwire.client._synthetic import InputSpec, input_specs, rows_per_request, serialized_requests
+from tensorwire.client.bench_args import add_bench_parser
+from tensorwire.client.channels import DEFAULT_MAX_MESSAGE_BYTES, call_metadata, channel_options
+from tensorwire.client.synthetic import InputSpec, input_specs, rows_per_request, serialized_requests
 from tensorwire.protos import inference_pb2 as pb
 
 UNARY_METHOD = "/inference.GRPCInferenceService/ModelInfer"
@@ -334,7 +334,8 @@ class BenchError(Exception):
 
 
 def _resolve_inputs(args: argparse.Namespace) -> list[InputSpec]:
-    from tensorwire.client import InferenceClient, InferenceServerError
+    from tensorwire.client.client import InferenceClient
+    from tensorwire.client.errors import InferenceServerError
 
     try:
         with InferenceClient(args.url, retry=None) as client:

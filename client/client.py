@@ -18,15 +18,6 @@ import grpc.aio
 import numpy as np
 from google.protobuf.message import Message
 
-from tensorwire.client._channels import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    ChannelOptions,
-    KeepAlive,
-    PemSource,
-    call_metadata,
-    channel_options,
-    ssl_credentials,
-)
 from tensorwire.client._requests import (
     InferRequest,
     Inputs,
@@ -37,6 +28,15 @@ from tensorwire.client._requests import (
     prepare_inputs,
 )
 from tensorwire.client._retry import NO_RETRY, RETRYABLE, RetryPolicy
+from tensorwire.client.channels import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    ChannelOptions,
+    KeepAlive,
+    PemSource,
+    call_metadata,
+    channel_options,
+    ssl_credentials,
+)
 from tensorwire.client.errors import InferenceServerError, InvalidInputError, ModelNotFoundError, from_rpc_error
 from tensorwire.protos import inference_pb2 as pb
 

@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
     import numba
 
-    from tensorwire.server.repository import READY, ModelRepository
+    from tensorwire.server.repository.model_repository import READY, ModelRepository
 
     started = time.perf_counter()
     repository = ModelRepository(argv[0])

@@ -26,8 +26,8 @@ from google.protobuf.message import Message  # noqa: E402
 from locust import User  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
-from tensorwire.client._channels import DEFAULT_MAX_MESSAGE_BYTES  # noqa: E402
-from tensorwire.client._synthetic import InputSpec, input_specs, rows_per_request, serialized_requests  # noqa: E402
+from tensorwire.client.channels import DEFAULT_MAX_MESSAGE_BYTES  # noqa: E402
+from tensorwire.client.synthetic import InputSpec, input_specs, rows_per_request, serialized_requests  # noqa: E402
 from tensorwire.protos import inference_pb2 as pb  # noqa: E402
 from tensorwire.protos.codec import DATATYPES  # noqa: E402
 

@@ -23,11 +23,11 @@ import itertools
 import random
 from typing import Any
 
-from tensorwire.loadtest.grpc_user import GrpcUser, ModelTarget  # first: it readies gRPC for gevent
-
 from locust import constant, events, tag, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 from locust.exception import StopUser  # noqa: E402
+
+from tensorwire.loadtest.grpc_user import GrpcUser, ModelTarget  # first: it readies gRPC for gevent
 from tensorwire.protos import inference_pb2 as pb  # noqa: E402
 
 MODES = ("any", "unary", "stream")

@@ -23,7 +23,7 @@ GENERATED = ("inference_pb2.py", "inference_pb2.pyi")
 
 _DEFAULT_POOL = "_descriptor_pool.Default()"
 _PRIVATE_POOL = "_private_pool.POOL"
-_POOL_IMPORT = "from tensorwire.protos import _pool as _private_pool\n"
+_POOL_IMPORT = "from tensorwire.protos import descriptors as _private_pool\n"
 
 
 def generate(out_dir: pathlib.Path) -> None:

@@ -49,7 +49,7 @@ class ServerConfig:
     metrics_tls: bool = False  # serve the metrics over HTTPS with the gRPC port's certificate
     workers: int = 1
     threads: int = 8
-    engine: str = "auto"  # aio | sync | auto: sync when there is a worker per CPU, else aio (server/app.py says why)
+    engine: str = "auto"  # aio | sync | auto: sync when there is a worker per CPU, else aio (server/process/app.py says why)
     max_receive_bytes: int = 64 * 1024 * 1024
     max_send_bytes: int = 64 * 1024 * 1024
     grace_seconds: float = 10.0

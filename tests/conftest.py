@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
 import subprocess
 import sys
 import time
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -169,14 +169,14 @@ def client(server: RunningServer) -> Iterator[Any]:
 
 
 def _worker_pids(supervisor_pid: int) -> list[int]:
-    """The worker processes of a supervisor: its children running tensorwire.server.worker."""
+    """The worker processes of a supervisor: its children running tensorwire.server.process.worker."""
     found = []
     for entry in pathlib.Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            spawned = b"tensorwire.server.worker" in (entry / "cmdline").read_bytes()
+            spawned = b"tensorwire.server.process.worker" in (entry / "cmdline").read_bytes()
         except OSError:
             continue
         if ppid == supervisor_pid and spawned:

@@ -17,9 +17,9 @@ from sklearn.linear_model import LogisticRegression
 
 import tensorwire
 from tensorwire.client import InferenceClient
-from tensorwire.server.batcher import DynamicBatcher
 from tensorwire.server.errors import DeadlineExceededError
-from tensorwire.server.model_config import DynamicBatching, ModelConfigError, read_model_config
+from tensorwire.server.inference.batcher import DynamicBatcher
+from tensorwire.server.repository.model_config import DynamicBatching, ModelConfigError, read_model_config
 
 
 class RecordingScorer:

@@ -49,7 +49,7 @@ EXAMPLES = ROOT / "examples" / "models"
 # The oldest Kubernetes the manifests promise (native gRPC probes are GA since 1.27) and the newest schemas shipped.
 KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 NOT_KUBERNETES_KINDS = {"Kustomization"}
-SUPERVISOR_STOP_SLACK_S = 5  # the supervisor gives its workers grace + 5 s before it kills them (server/supervisor.py)
+SUPERVISOR_STOP_SLACK_S = 5  # the supervisor gives its workers grace + 5 s before it kills them (server/process/supervisor.py)
 POLL_SECS = "0.3"  # the replicas' poll interval in these tests (the manifests say 10)
 
 
@@ -418,7 +418,7 @@ def test_dockerfile_install_step_builds_the_package_with_its_server_extra(tmp_pa
             for line in archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode().splitlines()
             if line.startswith("Requires-Dist:")
         ]
-    for expected in ("tensorwire/cli.py", "tensorwire/server/repository.py", "tensorwire/kernels/linear.py", "tensorwire/protos/inference_pb2.py"):
+    for expected in ("tensorwire/cli.py", "tensorwire/server/repository/model_repository.py", "tensorwire/kernels/linear.py", "tensorwire/protos/inference_pb2.py"):
         assert expected in names, f"{expected} is missing from the wheel built from the Dockerfile's context"
     server_extra = [r for r in requires if r.marker is not None and r.marker.evaluate({"extra": "server"})]
     assert server_extra, "the package has no [server] extra"

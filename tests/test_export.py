@@ -43,9 +43,9 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, PolynomialFeatures, StandardScaler
 from sklearn.svm import LinearSVC, LinearSVR
 
-from tensorwire.server.export import PickleNotTrustedError, export, export_pickle_file
-from tensorwire.server.model_format import Manifest, ModelFormatError, TensorSpec, load_model
-from tensorwire.server.scoring import Scorer, build_scorer
+from tensorwire.server.modeling.export import PickleNotTrustedError, export, export_pickle_file
+from tensorwire.server.modeling.registry import Scorer, build_scorer
+from tensorwire.server.repository.model_format import Manifest, ModelFormatError, TensorSpec, load_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 

@@ -39,9 +39,9 @@ from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, Normalizer, Polyno
 from sklearn.svm import SVC, SVR, NuSVC, NuSVR, OneClassSVM
 
 from tensorwire.kernels import config
-from tensorwire.server.export import export
-from tensorwire.server.model_format import Manifest, ModelFormatError, load_model
-from tensorwire.server.scoring import Scorer, build_scorer
+from tensorwire.server.modeling.export import export
+from tensorwire.server.modeling.registry import Scorer, build_scorer
+from tensorwire.server.repository.model_format import Manifest, ModelFormatError, load_model
 
 pytestmark = pytest.mark.filterwarnings("ignore")  # SVC(probability=True) is deprecated in scikit-learn 1.9, still supported
 

@@ -21,8 +21,8 @@ import pytest
 
 from tensorwire.protos import inference_pb2 as pb
 from tensorwire.server.config import ServerConfig
-from tensorwire.server.metrics import ServerCollector, serve_metrics
-from tensorwire.server.security import TOKENS_ENV, TokenFileError, TokenStore, check_security_files, parse_env_tokens, parse_tokens, refusal_of
+from tensorwire.server.process.metrics import ServerCollector, serve_metrics
+from tensorwire.server.transport.security import TOKENS_ENV, TokenFileError, TokenStore, check_security_files, parse_env_tokens, parse_tokens, refusal_of
 
 
 def _sibling(name: str) -> Any:
@@ -289,7 +289,7 @@ def test_plain_metrics_beside_tls_grpc_warn_unless_on_loopback(certs: dict[str, 
         server.shutdown()
         server.server_close()
 
-    with caplog.at_level(logging.WARNING, logger="tensorwire.server.metrics"):
+    with caplog.at_level(logging.WARNING, logger="tensorwire.server.process.metrics"):
         serve_and_stop()
         serve_and_stop(metrics_host="0.0.0.0", metrics_tls=True)
         assert not caplog.records

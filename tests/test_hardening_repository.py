@@ -27,9 +27,9 @@ from sklearn.linear_model import LogisticRegression
 
 import tensorwire
 from tensorwire.client import InferenceClient, InferenceServerError
-from tensorwire.server.model_config import MAX_CONFIG_BYTES, MAX_JSON_DEPTH, ModelConfigError, json_depth, parse_json, read_model_config
-from tensorwire.server.model_format import MANIFEST_KEY, MAX_MANIFEST_BYTES, ModelFormatError, load_model
-from tensorwire.server.repository import READY, UNAVAILABLE, ModelRepository
+from tensorwire.server.repository.model_config import MAX_CONFIG_BYTES, MAX_JSON_DEPTH, ModelConfigError, json_depth, parse_json, read_model_config
+from tensorwire.server.repository.model_format import MANIFEST_KEY, MAX_MANIFEST_BYTES, ModelFormatError, load_model
+from tensorwire.server.repository.model_repository import READY, UNAVAILABLE, ModelRepository
 
 from .conftest import RunningServer, _worker_pids, start_server, stop_server
 
@@ -386,7 +386,7 @@ def test_links_resolve_inside_the_root_unless_followed(healthy: pathlib.Path, tm
 
 
 def test_any_exception_while_loading_marks_only_that_model_unavailable(healthy: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tensorwire.server.repository as repository
+    import tensorwire.server.repository.model_repository as repository
 
     root = tmp_path / "models"
     add_model(root, "healthy", healthy)

@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from tensorwire.server.model_format import MANIFEST_KEY, ArraySpec, Manifest, ModelFormatError, TensorSpec, load_model, save_model
+from tensorwire.server.repository.model_format import MANIFEST_KEY, ArraySpec, Manifest, ModelFormatError, TensorSpec, load_model, save_model
 
 
 def manifest(**arrays: ArraySpec) -> Manifest:

@@ -1,4 +1,4 @@
-"""Request plans (server/request_plans.py): a request like one served before is answered exactly as the full path answers it."""
+"""Request plans (server/inference/request_plans.py): a request like one served before is answered exactly as the full path answers it."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from tensorwire.client._requests import build_infer_request
 from tensorwire.protos import inference_pb2 as pb
 from tensorwire.protos.wire import length_delimited
 from tensorwire.server.errors import DeadlineExceededError, InvalidRequestError, ModelNotFoundError
-from tensorwire.server.handler import InferenceHandler
-from tensorwire.server.repository import QUICK_MAX_ROWS, ModelRepository
-from tensorwire.server.request_plans import RequestPlans
+from tensorwire.server.inference.handler import InferenceHandler
+from tensorwire.server.inference.request_plans import RequestPlans
+from tensorwire.server.repository.model_repository import QUICK_MAX_ROWS, ModelRepository
 
 N_FEATURES = 6  # the width of conftest's fitted models
 

@@ -11,9 +11,8 @@ from sklearn.svm import SVC
 
 import tensorwire
 from tensorwire.client._requests import build_infer_request
-from tensorwire.server.handler import InferenceHandler
-from tensorwire.server.repository import QUICK_MAX_ROWS, QUICK_MAX_WORK
-from tensorwire.server.repository import ModelRepository
+from tensorwire.server.inference.handler import InferenceHandler
+from tensorwire.server.repository.model_repository import QUICK_MAX_ROWS, QUICK_MAX_WORK, ModelRepository
 
 
 @pytest.fixture(scope="module")

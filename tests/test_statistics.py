@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from tensorwire.server.statistics import BATCH_BUCKETS, FOLD_EVERY, LATENCY_BUCKETS_NS, VersionStatistics
+from tensorwire.server.inference.statistics import BATCH_BUCKETS, FOLD_EVERY, LATENCY_BUCKETS_NS, VersionStatistics
 
 
 def _buckets(bounds: tuple[int, ...], values: list[int]) -> list[int]:

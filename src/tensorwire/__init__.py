@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from tensorwire.server.version import VERSION as __version__
+
 __all__ = ["__version__", "export"]
 
 
 def export(estimator: Any, version_dir: Any, *, dtype: str = "float32") -> Any:
-    """Write a fitted scikit-learn estimator as a tensorwire model (see tensorwire.server.export)."""
-    from tensorwire.server.export import export as _export  # the server extra is needed only here
+    """Write a fitted scikit-learn estimator as a tensorwire model (see tensorwire.server.modeling.export)."""
+    from tensorwire.server.modeling.export import export as _export  # the server extra is needed only here
 
     return _export(estimator, version_dir, dtype=dtype)

@@ -79,8 +79,8 @@ def _serve(args: argparse.Namespace) -> int:
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(variable, threads)
     from tensorwire.server.config import ServerConfig
-    from tensorwire.server.logs import configure_logging
-    from tensorwire.server.security import check_security_files
+    from tensorwire.server.process.logs import configure_logging
+    from tensorwire.server.transport.security import check_security_files
 
     configure_logging(args.log_level, args.log_format, "main" if args.workers == 1 else "supervisor")
     try:
@@ -122,11 +122,11 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     try:
         if config.workers == 1:
-            from tensorwire.server.app import serve_single_process
+            from tensorwire.server.process.app import serve_single_process
 
             serve_single_process(config)
         else:
-            from tensorwire.server.supervisor import Supervisor
+            from tensorwire.server.process.supervisor import Supervisor
 
             Supervisor(config, log_level=args.log_level, log_format=args.log_format).run()
     except OSError as exc:
@@ -136,7 +136,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from tensorwire.server.export import export_pickle_file
+    from tensorwire.server.modeling.export import export_pickle_file
 
     try:
         path = export_pickle_file(args.model_file, args.version_dir, trust_pickle=args.trust_pickle, dtype=args.dtype)
@@ -147,28 +147,24 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_bench(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from tensorwire.bench_args import add_bench_parser  # not tensorwire.client: the supervisor needs no grpc or numpy
-
-    add_bench_parser(commands)
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from tensorwire.client.bench import run_bench
-
-    return run_bench(args)
+BENCH_HELP = "measure throughput and latency of any Open Inference Protocol gRPC server (tensorwire bench --help)"
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # the client's own command line: serving never imports the client, nor grpc's client parts
+        from tensorwire.client.bench import main as bench_main
+
+        return bench_main(argv[1:])
     parser = argparse.ArgumentParser(prog="tensorwire", description="Serve scikit-learn models over the Open Inference Protocol.")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_serve(commands)
     _add_export(commands)
-    _add_bench(commands)
+    commands.add_parser("bench", help=BENCH_HELP)  # listed here, parsed by tensorwire.client.bench_args
     args = parser.parse_args(argv)
     if args.command != "serve":
         logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
-    return {"serve": _serve, "export": _export, "bench": _bench}[args.command](args)
+    return {"serve": _serve, "export": _export}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""The request path, transport-agnostic: the protocol handler, request plans, dynamic batching, statistics."""

@@ -1,0 +1,151 @@
+"""Export fitted scikit-learn estimators as tensorwire models (model.npz).
+
+`export` splits a Pipeline into its preprocessing steps and its final estimator,
+finds the final estimator's exporter in the registry (every family registers its
+own, modeling/registry.py) and writes what it returns. The steps reach the exporter
+as a `Preprocessing` (modeling/pipelines.py) to fold or plan.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from sklearn.exceptions import NotFittedError
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
+
+from tensorwire.server.modeling.pipelines import PREPROCESSORS, TRANSFORMS, Affine, Preprocessing
+from tensorwire.server.modeling.registry import EXPORTERS, describe, load_families
+from tensorwire.server.repository.model_format import INPUT_NAME, Manifest, TensorSpec, array_spec, save_model
+
+INPUT_DATATYPES = {"float32": "FP32", "float64": "FP64"}
+
+
+class PickleNotTrustedError(ValueError):
+    """A pickle (joblib) file was to be loaded without the caller's explicit trust."""
+
+
+# --- entry points ---------------------------------------------------------------
+
+
+def export(estimator: Any, version_dir: os.PathLike[str] | str, *, dtype: Any = "float32") -> pathlib.Path:
+    """Write a fitted estimator (or Pipeline of scalers then estimator) as version_dir/model.npz."""
+    datatype = _input_datatype(dtype)
+    load_families()  # the pipeline steps a family accepts are known once it is imported
+    steps, (final_name, final) = _split_pipeline(estimator)
+    in_pipeline = isinstance(estimator, Pipeline)
+    where = f"step '{final_name}' ({type(final).__name__}) of Pipeline" if in_pipeline else type(final).__name__
+    entry = EXPORTERS.get(type(final))
+    if entry is None:
+        supported = ", ".join(sorted(cls.__name__ for cls in EXPORTERS))
+        raise TypeError(
+            f"tensorwire cannot export {where}: no exporter for {type(final).__name__} (supported: {supported})"
+        )
+    _require_fitted(final, where)
+    exported = entry.exporter(final, _fold_steps(steps, describe(final)), datatype)
+    if exported.kind != entry.kind:
+        raise RuntimeError(f"the exporter of {type(final).__name__} wrote kind '{exported.kind}', registered as '{entry.kind}'")
+    names = [type(step).__name__ for _, step in steps] + [describe(final)]
+    manifest = Manifest(
+        kind=exported.kind,
+        estimator=f"Pipeline({', '.join(names)})" if in_pipeline else names[-1],
+        inputs=[TensorSpec(INPUT_NAME, datatype, [-1, exported.n_features])],
+        outputs=exported.outputs,
+        arrays={name: array_spec(a) for name, a in exported.arrays.items()},
+        params=exported.params,
+    )
+    return save_model(version_dir, manifest, exported.arrays)
+
+
+def export_pickle_file(
+    model_path: os.PathLike[str] | str,
+    version_dir: os.PathLike[str] | str,
+    *,
+    trust_pickle: bool,
+    dtype: Any = "float32",
+) -> pathlib.Path:
+    """Unpickle an estimator saved with joblib (only with trust_pickle=True) and export it."""
+    if not trust_pickle:
+        raise PickleNotTrustedError(
+            f"refusing to load {model_path}: unpickling a joblib/pickle file runs arbitrary code from it. "
+            "Load only files you made or trust, and say so explicitly with --trust-pickle "
+            "(trust_pickle=True); tensorwire's own model.npz never needs this."
+        )
+    import joblib  # only the trusted path needs it
+
+    return export(joblib.load(model_path), version_dir, dtype=dtype)
+
+
+# --- pipelines ------------------------------------------------------------------
+
+
+def _input_datatype(dtype: Any) -> str:
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = str(dtype)
+    if name not in INPUT_DATATYPES:
+        raise ValueError(f"dtype must be float32 or float64, not {dtype!r}")
+    return INPUT_DATATYPES[name]
+
+
+def _flatten(pipeline: Pipeline, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(name, step) pairs of a possibly nested Pipeline, named as set_params names them."""
+    for name, step in pipeline.steps:
+        if isinstance(step, Pipeline):
+            yield from _flatten(step, f"{prefix}{name}__")
+        else:
+            yield f"{prefix}{name}", step
+
+
+def _split_pipeline(estimator: Any) -> tuple[list[tuple[str, Any]], tuple[str, Any]]:
+    """(preprocessing steps, (name, final estimator)); a bare estimator has no steps."""
+    if not isinstance(estimator, Pipeline):
+        return [], ("", estimator)
+    steps = list(_flatten(estimator))
+    final_name, final = steps[-1]
+    if final is None or (isinstance(final, str) and final == "passthrough"):
+        raise ValueError(
+            f"tensorwire cannot export a Pipeline whose last step '{final_name}' is {final!r}: it needs an estimator"
+        )
+    kept = [
+        (name, step)
+        for name, step in steps[:-1]
+        if step is not None and not (isinstance(step, str) and step == "passthrough")
+    ]
+    for name, step in kept:
+        where = f"step '{name}' ({type(step).__name__}) of Pipeline"
+        if type(step) not in PREPROCESSORS and type(step) not in TRANSFORMS:
+            supported = ", ".join(sorted(cls.__name__ for cls in PREPROCESSORS))
+            others = ", ".join(sorted(cls.__name__ for cls in TRANSFORMS))
+            raise TypeError(
+                f"tensorwire cannot export {where}: only {supported} (they fold into the final estimator's "
+                f"parameters) and {others} can precede the final estimator"
+            )
+        _require_fitted(step, where)
+    return kept, (final_name, final)
+
+
+def _fold_steps(steps: list[tuple[str, Any]], final: str) -> Preprocessing | None:
+    """The steps with each scaler's map computed (so a scaler that cannot fold is refused here, whatever follows it)."""
+    affines: list[Affine | None] = []
+    for name, step in steps:
+        fold = PREPROCESSORS.get(type(step))
+        try:
+            affines.append(None if fold is None else fold(step))
+        except ValueError as exc:
+            raise ValueError(
+                f"tensorwire cannot export step '{name}' ({type(step).__name__}) of Pipeline: {exc}"
+            ) from None
+    return Preprocessing(tuple(steps), tuple(affines), final) if steps else None
+
+
+def _require_fitted(estimator: Any, where: str) -> None:
+    try:
+        check_is_fitted(estimator)
+    except NotFittedError:
+        raise ValueError(f"tensorwire cannot export {where}: it is not fitted (call fit first)") from None

@@ -1,0 +1,1 @@
+"""The process model: one serving process, the supervisor and its workers, their control pipes, metrics and logs."""

@@ -1,0 +1,161 @@
+"""Prometheus metrics for the whole server, rendered at scrape time from every worker's statistics.
+
+Workers keep plain counters and histograms (server/inference/statistics.py) on the request
+path; a scrape asks every worker for a snapshot (through the supervisor when
+there are several) and sums them here. A worker that died keeps contributing
+its last snapshot, so totals never go backwards. The endpoint listens on
+--metrics-host, in plain HTTP or, with --metrics-use-ssl, in HTTPS with the gRPC
+port's certificate (and its client-certificate check under mutual TLS).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import ssl
+import sys
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from tensorwire.server.config import ServerConfig, TlsFiles
+from tensorwire.server.inference.statistics import BATCH_BUCKETS, LATENCY_BUCKETS_NS
+
+log = logging.getLogger(__name__)
+
+SCRAPE_TIMEOUT_SECONDS = 10.0
+
+Snapshot = dict[str, Any]  # one worker's: see InferenceHandler.metrics_snapshot
+
+
+class ServerCollector(Collector):
+    def __init__(self, gather: Callable[[], list[Snapshot]], restarts: Callable[[], int] = lambda: 0) -> None:
+        self._gather = gather
+        self._restarts = restarts
+
+    def collect(self) -> Iterator[Metric]:
+        snapshots = self._gather()
+        requests = CounterMetricFamily("tensorwire_requests", "Inference requests by model, version, outcome and worker", labels=["model", "version", "outcome", "worker"])
+        rows = CounterMetricFamily("tensorwire_rows", "Rows scored by model and version", labels=["model", "version"])
+        loaded = GaugeMetricFamily("tensorwire_models_loaded", "Model versions ready to serve, per worker", labels=["worker"])
+        failures = CounterMetricFamily("tensorwire_model_load_failures", "Model versions that failed to load, per worker", labels=["model", "version", "worker"])
+        histograms: dict[str, dict[tuple[str, str], list[Any]]] = {"request_ns": {}, "compute_ns": {}, "batch_rows": {}}
+        row_totals: dict[tuple[str, str], int] = defaultdict(int)
+        for snapshot in snapshots:
+            worker = str(snapshot["worker"])
+            loaded.add_metric([worker], snapshot["models_loaded"])
+            for failure in snapshot["load_failures"]:
+                failures.add_metric([failure["model"], failure["version"], worker], failure["count"])
+            for stats in snapshot["versions"]:
+                key = (stats["model"], stats["version"])
+                for outcome, count in stats["outcomes"].items():
+                    requests.add_metric([*key, outcome, worker], count)
+                row_totals[key] += stats["rows"]
+                for name, merged in histograms.items():
+                    _add_histogram(merged.setdefault(key, [None, 0]), stats[name])
+        for key, count in row_totals.items():
+            rows.add_metric(list(key), count)
+        yield from (requests, rows, loaded, failures)
+        yield _histogram_family("tensorwire_request_duration_seconds", "Time to decode, score and encode one request", histograms["request_ns"], LATENCY_BUCKETS_NS, 1e-9)
+        yield _histogram_family("tensorwire_compute_duration_seconds", "Time in the model's kernels per request", histograms["compute_ns"], LATENCY_BUCKETS_NS, 1e-9)
+        yield _histogram_family("tensorwire_batch_size", "Rows per scored batch", histograms["batch_rows"], BATCH_BUCKETS, 1)
+        restarts = CounterMetricFamily("tensorwire_worker_restarts", "Worker processes restarted by the supervisor")
+        restarts.add_metric([], self._restarts())
+        yield restarts
+
+
+def _add_histogram(merged: list[Any], part: dict[str, Any]) -> None:
+    counts, total = merged
+    merged[0] = list(part["counts"]) if counts is None else [a + b for a, b in zip(counts, part["counts"])]
+    merged[1] = total + part["sum"]
+
+
+def _histogram_family(name: str, documentation: str, series: dict[tuple[str, str], list[Any]], bounds: Iterable[int], unit: float) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation, labels=["model", "version"])
+    edges = [f"{b * unit:g}" for b in bounds] + ["+Inf"]
+    for key, (counts, total) in series.items():
+        cumulative, buckets = 0, []
+        for edge, count in zip(edges, counts):
+            cumulative += count
+            buckets.append((edge, cumulative))
+        family.add_metric(list(key), buckets, total * unit)
+    return family
+
+
+def serve_metrics(config: ServerConfig, collector: ServerCollector) -> MetricsServer:
+    """Expose the collector on http(s)://metrics_host:metrics_port/metrics from daemon threads."""
+    host = config.metrics_host or config.host
+    tls = config.tls() if config.metrics_tls else None
+    if tls is None and config.tls() is not None and not _is_loopback(host):
+        log.warning("the gRPC port uses TLS but the metrics are plain HTTP on %s; see --metrics-use-ssl and --metrics-host", host)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    server = start_metrics_server(host, config.metrics_port, registry, tls)
+    log.info("metrics on %s://%s:%d/metrics", "https" if tls else "http", host, server.server_port)
+    return server
+
+
+class _ScrapeHandler(WSGIRequestHandler):
+    """One scrape, in its own thread, with a deadline; never logged."""
+
+    timeout = SCRAPE_TIMEOUT_SECONDS  # a client that connects and says nothing must not hold a thread for ever
+
+    def setup(self) -> None:
+        self.request.settimeout(self.timeout)
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.do_handshake()
+        super().setup()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class MetricsServer(ThreadingMixIn, WSGIServer):
+    """The metrics' HTTP(S) server; TLS handshakes run in the connection's thread, not the accepting one."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], family: socket.AddressFamily) -> None:
+        self.address_family = family
+        super().__init__(address, _ScrapeHandler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("metrics request from %s failed: %s", client_address[0], sys.exc_info()[1])  # e.g. plain HTTP on the HTTPS port
+
+
+def start_metrics_server(host: str, port: int, registry: CollectorRegistry, tls: TlsFiles | None = None) -> MetricsServer:
+    """Serve the registry on host:port (HTTPS when given TLS files) from a daemon thread."""
+    context = _tls_context(tls) if tls is not None else None
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    server = MetricsServer((str(address[0]), port), family)
+    server.set_app(make_wsgi_app(registry))
+    if context is not None:
+        # prometheus_client's own TLS handshakes in the accepting thread: one silent client would stall every scrape
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server
+
+
+def _tls_context(tls: TlsFiles) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(tls.cert, tls.key)
+    if tls.mutual and tls.root:
+        context.load_verify_locations(tls.root)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

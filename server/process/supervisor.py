@@ -1,0 +1,272 @@
+"""The supervisor of `tensorwire serve --workers N`: it creates no gRPC object.
+
+It reserves the port, starts N worker processes that each serve it
+(SO_REUSEPORT: the kernel spreads connections over them), restarts a worker
+that dies (with back-off), relays repository changes and statistics queries to
+every worker, serves the metrics of all, and on SIGTERM/SIGINT lets the workers
+drain before it exits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from types import FrameType
+from typing import Any
+
+from tensorwire.server.config import ServerConfig
+from tensorwire.server.process.cluster import BROADCAST_TIMEOUT, Outcome
+from tensorwire.server.process.control import ControlChannel
+from tensorwire.server.repository.layout import model_names
+from tensorwire.server.repository.poller import RepositoryPoller
+
+log = logging.getLogger(__name__)
+
+RESTART_BACKOFF_FIRST = 0.5  # seconds before the first restart of a worker that died
+RESTART_BACKOFF_MAX = 30.0
+STABLE_AFTER = 30.0  # a worker that lived this long starts its back-off afresh
+MUTATING_OPS = frozenset({"load", "unload"})
+
+
+@contextmanager
+def reserve_port(host: str, port: int) -> Iterator[int]:
+    """Hold host:port with SO_REUSEPORT so that workers can share it, and nobody else takes it.
+
+    A plain bind first proves the port free: a stale server holding it with
+    SO_REUSEPORT would otherwise share it with us silently.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        port = probe.getsockname()[1]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+        yield port
+    finally:
+        sock.close()
+
+
+class WorkerProcess:
+    """One worker: `python -m tensorwire.server.process.worker` with its end of a control pipe.
+
+    Not multiprocessing's spawn, which also starts multiprocessing's resource
+    tracker, a process of ~8 MiB that tensorwire has no use for (no shared
+    semaphores or memory), and re-imports the supervisor's __main__ in each worker.
+    """
+
+    def __init__(self, args: tuple[Any, ...]) -> None:
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self._popen = subprocess.Popen(
+                [sys.executable, "-m", "tensorwire.server.process.worker", str(theirs.fileno())], pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL
+            )
+        self.pid = self._popen.pid
+        self.conn = Connection(ours.detach())
+        self.conn.send(args)  # worker_main's arguments
+        # readable once the process has exited (Linux 5.3+); elsewhere the watch loop polls
+        self.sentinel: int | None = os.pidfd_open(self.pid) if hasattr(os, "pidfd_open") else None
+
+    @property
+    def exitcode(self) -> int | None:
+        """As multiprocessing's: None while running, -N if killed by signal N."""
+        code = self._popen.poll()
+        if code is not None:
+            self._release_sentinel()
+        return code
+
+    def is_alive(self) -> bool:
+        return self.exitcode is None
+
+    def terminate(self) -> None:
+        if self.is_alive():
+            self._popen.terminate()
+
+    def kill(self) -> None:
+        if self.is_alive():
+            self._popen.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        try:
+            self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return
+        self._release_sentinel()
+
+    def _release_sentinel(self) -> None:
+        if self.sentinel is not None:
+            os.close(self.sentinel)
+            self.sentinel = None
+
+
+@dataclass
+class WorkerSlot:
+    index: int
+    process: WorkerProcess | None = None
+    channel: ControlChannel | None = None
+    started_at: float = 0.0
+    quick_failures: int = 0
+    restart_at: float | None = None
+
+
+@dataclass
+class Supervisor:
+    config: ServerConfig
+    log_level: str = "INFO"
+    log_format: str = "text"
+    slots: list[WorkerSlot] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stopping = threading.Event()
+        self._mutation_lock = threading.Lock()
+        self._models = self.config.initial_models()  # what a (re)started worker loads; None: everything
+        self._restarts = 0
+        self._last_metrics: dict[int, dict[str, Any]] = {}  # by worker pid; dead workers keep their last
+
+    def run(self) -> int:
+        with reserve_port(self.config.host, self.config.grpc_port) as port:
+            self.config = dataclasses.replace(self.config, grpc_port=port)
+            log.info("listening on %s:%d; starting %d workers", self.config.host, port, self.config.workers)
+            self._install_signal_handlers()
+            if self.config.metrics_port:
+                from tensorwire.server.process.metrics import ServerCollector, serve_metrics
+
+                serve_metrics(self.config, ServerCollector(self.metrics_snapshots, lambda: self._restarts))
+            self.slots = [WorkerSlot(i) for i in range(self.config.workers)]
+            for slot in self.slots:
+                self._start(slot)
+            poller = self._start_poller()
+            self._watch()
+            if poller is not None:
+                poller.stop()
+            self._stop_workers()
+        log.info("tensorwire stopped")
+        return 0
+
+    # ---- workers -------------------------------------------------------------
+
+    def _start(self, slot: WorkerSlot) -> None:
+        process = WorkerProcess((self.config, slot.index, self._models, self.log_level, self.log_format))
+        slot.process, slot.started_at, slot.restart_at = process, time.monotonic(), None
+        slot.channel = ControlChannel(process.conn, lambda op, args: self._on_worker_call(slot, op, args), name=f"supervisor<->{slot.index}").start()
+        log.info("worker %d started (pid %d)", slot.index, process.pid)
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            sentinels = [s.process.sentinel for s in self.slots if s.process is not None and s.process.sentinel is not None]
+            wait(sentinels, timeout=0.2)
+            now = time.monotonic()
+            for slot in self.slots:
+                if slot.process is not None and not slot.process.is_alive() and not self._stopping.is_set():
+                    self._schedule_restart(slot, now)
+                if slot.restart_at is not None and now >= slot.restart_at and not self._stopping.is_set():
+                    self._restarts += 1
+                    self._start(slot)
+
+    def _schedule_restart(self, slot: WorkerSlot, now: float) -> None:
+        assert slot.process is not None
+        code = slot.process.exitcode
+        cause = f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+        lived = now - slot.started_at
+        slot.quick_failures = 0 if lived >= STABLE_AFTER else slot.quick_failures + 1
+        delay = min(RESTART_BACKOFF_MAX, RESTART_BACKOFF_FIRST * 2 ** max(0, slot.quick_failures - 1))
+        log.warning("worker %d (pid %d) %s after %.1fs; restarting in %.1fs", slot.index, slot.process.pid, cause, lived, delay)
+        if slot.channel is not None:
+            slot.channel.close()
+        slot.process, slot.channel, slot.restart_at = None, None, now + delay
+
+    def _stop_workers(self) -> None:
+        live = [s.process for s in self.slots if s.process is not None and s.process.is_alive()]
+        for process in live:
+            process.terminate()  # SIGTERM: the worker drains, then exits
+        deadline = time.monotonic() + self.config.grace_seconds + 5
+        for process in live:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                log.warning("worker pid %d did not stop in time; killing it", process.pid)
+                process.kill()
+                process.join()
+
+    def _install_signal_handlers(self) -> None:
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info("signal %d: draining workers for up to %.1fs", signum, self.config.grace_seconds)
+            self._stopping.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    # ---- cluster operations ------------------------------------------------------
+
+    def _on_worker_call(self, slot: WorkerSlot, op: str, args: dict[str, Any]) -> Any:
+        if op == "ready":
+            log.info("worker %d ready in %.2fs", slot.index, time.monotonic() - slot.started_at)
+            return {}
+        if op == "broadcast":
+            return [dataclasses.asdict(o) for o in self.broadcast(args["op"], args["args"])]
+        raise ValueError(f"unknown supervisor operation '{op}'")
+
+    def broadcast(self, op: str, args: dict[str, Any]) -> list[Outcome]:
+        """Apply an operation in every live worker, in parallel; one outcome per worker."""
+        if op not in MUTATING_OPS:
+            return self._call_all(op, args)
+        with self._mutation_lock:  # repository changes apply one at a time, everywhere
+            outcomes = self._call_all(op, args)
+            self._remember(op, args["name"])
+            return outcomes
+
+    def _call_all(self, op: str, args: dict[str, Any]) -> list[Outcome]:
+        targets = [(s.index, s.channel) for s in self.slots if s.channel is not None]
+        outcomes: list[Outcome] = []
+        lock = threading.Lock()
+
+        def call(index: int, channel: ControlChannel) -> None:
+            try:
+                outcome = Outcome(index, True, channel.call(op, args, timeout=BROADCAST_TIMEOUT))
+            except Exception as exc:
+                outcome = Outcome(index, False, error=f"worker {index}: {exc}")
+            with lock:
+                outcomes.append(outcome)
+
+        threads = [threading.Thread(target=call, args=target, daemon=True) for target in targets]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return sorted(outcomes, key=lambda o: o.worker)
+
+    def metrics_snapshots(self) -> list[dict[str, Any]]:
+        """Every worker's counters, live ones fresh, dead ones as last seen (totals never go backwards)."""
+        for outcome in self.broadcast("metrics", {}):
+            if outcome.ok:
+                self._last_metrics[outcome.result["pid"]] = outcome.result
+        return list(self._last_metrics.values())
+
+    def _remember(self, op: str, name: str) -> None:
+        """Keep the set of loaded models, so that a restarted worker loads the same."""
+        if self._models is None:
+            self._models = model_names(pathlib.Path(self.config.model_repository))
+        if op == "load" and name not in self._models:
+            self._models = [*self._models, name]
+        elif op == "unload":
+            self._models = [m for m in self._models if m != name]
+
+    def _start_poller(self) -> RepositoryPoller | None:
+        if self.config.model_control_mode != "poll":
+            return None
+        return RepositoryPoller(pathlib.Path(self.config.model_repository), self.config.poll_seconds, apply=lambda op, name: self.broadcast(op, {"name": name})).start()
