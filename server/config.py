@@ -110,10 +110,6 @@ class ServerConfig:
             return None
         return TlsFiles(self.tls_cert, self.tls_key, self.tls_root, self.tls_mutual)
 
-    def pool_threads(self) -> int:
-        """A worker's thread pool: --threads for calls, and on the sync engine one more per stream, so streams never take those."""
-        return self.threads + (self.max_streams if self.resolved_engine() == "sync" else 0)
-
     def resolved_engine(self) -> str:
         """The gRPC engine a worker runs: `engine`, with auto decided by the CPUs this process may use."""
         if self.engine != "auto":

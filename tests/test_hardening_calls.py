@@ -225,3 +225,36 @@ def test_streams_are_capped_and_idle_ones_closed(engine: str, model_repository: 
         assert "Traceback" not in server.log()
     finally:
         stop_server(server)
+
+
+def test_the_sync_pool_runs_streams_apart_from_unary_calls() -> None:
+    """SplitPool recognises how grpcio submits a call whose response streams; if grpcio changes that, this says so first."""
+    import threading
+
+    from tensorwire.server.transport.call_limits import SplitPool
+
+    seen: dict[str, str] = {}
+
+    def unary_call(request: bytes, context: Any) -> bytes:
+        seen["unary"] = threading.current_thread().name
+        return request
+
+    def stream_call(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+        seen["stream"] = threading.current_thread().name
+        yield from requests
+
+    pool = SplitPool(2, 2)
+    server = grpc.server(pool)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.S", {
+        "Unary": grpc.unary_unary_rpc_method_handler(unary_call), "Stream": grpc.stream_stream_rpc_method_handler(stream_call),
+    }),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with connect(f"127.0.0.1:{port}") as channel:
+            assert channel.unary_unary("/t.S/Unary")(b"x", timeout=10) == b"x"
+            assert list(channel.stream_stream("/t.S/Stream")(iter([b"a", b"b"]), timeout=10)) == [b"a", b"b"]
+    finally:
+        server.stop(None)
+        pool.shutdown()
+    assert seen["unary"].startswith("tensorwire-rpc") and seen["stream"].startswith("tensorwire-stream"), seen

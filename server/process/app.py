@@ -19,6 +19,7 @@ from tensorwire.server.inference.handler import InferenceHandler
 from tensorwire.server.process.cluster import Cluster
 from tensorwire.server.repository.model_repository import ModelRepository
 from tensorwire.server.repository.poller import RepositoryPoller
+from tensorwire.server.transport.call_limits import STREAM_POOL_SPARE, SplitPool
 from tensorwire.server.transport.engine_aio import AioEngine
 from tensorwire.server.transport.engine_sync import SyncEngine
 from tensorwire.server.transport.servicer import HealthStatuses
@@ -46,11 +47,13 @@ class Server:
             max_rows=config.max_rows,
         )
         self.engine_name = config.resolved_engine()
-        self._pool = futures.ThreadPoolExecutor(max_workers=config.pool_threads(), thread_name_prefix="tensorwire-rpc")
+        self._pool: futures.Executor
         self._engine: AioEngine | SyncEngine
         if self.engine_name == "aio":
+            self._pool = futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="tensorwire-rpc")
             self._engine = AioEngine(config, self.handler, self._pool, reuse_port=reuse_port)
-        else:
+        else:  # a stream holds its thread for its whole life: streams get threads of their own
+            self._pool = SplitPool(config.threads, config.max_streams + STREAM_POOL_SPARE)
             self._engine = SyncEngine(config, self.handler, self._pool, reuse_port=reuse_port)
         self.port = self._engine.port
         self._health = HealthStatuses()

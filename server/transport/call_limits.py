@@ -5,7 +5,8 @@ idle streams or health watches would leave nothing for inference or probes.
 Each kind gets a budget of its own here, and grpc's own cap is set to their
 sum plus a reserve that only probes (health Check, ServerLive, ServerReady)
 can use. Open ModelStreamInfer streams idle for longer than a timeout are
-closed by one watchdog thread per worker.
+closed by one watchdog thread per worker. On the sync engine, where a stream
+holds a thread for its whole life, `SplitPool` gives streams threads of their own.
 """
 
 from __future__ import annotations
@@ -14,10 +15,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 PROBE_RESERVE = 32  # concurrent calls beyond every budget, for probes only
+STREAM_POOL_SPARE = 8  # stream threads beyond --max-streams: health watches and reflection pass through them
+# grpcio's sync server submits every call to its executor as this function (or Context.run of it) when the
+# response streams: ModelStreamInfer, health Watch, server reflection.
+STREAMING_TASK = "_stream_response_in_pool"
 
 
 class CallSlots:
@@ -110,3 +117,23 @@ class OpenStreams:
 
     def full_message(self) -> str:
         return f"this worker has {self.limit} ModelStreamInfer streams open (--max-streams); retry later, or use unary ModelInfer"
+
+
+class SplitPool(Executor):
+    """The sync engine's executor: calls whose responses stream run in a pool of their own, every other call in
+    `threads` threads. More threads for unary calls would cost each call a GIL hand-off; fewer would let idle
+    streams starve them. A call grpcio submits in a way not recognised lands in the unary pool, as it did
+    before there were two (tests/test_hardening_calls.py fails then)."""
+
+    def __init__(self, threads: int, stream_threads: int) -> None:
+        self.unary = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tensorwire-rpc")
+        self.streaming = ThreadPoolExecutor(max_workers=stream_threads, thread_name_prefix="tensorwire-stream")
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        task = args[0] if args and callable(args[0]) else fn  # grpcio submits Context.run(task, ...)
+        pool = self.streaming if getattr(task, "__name__", "") == STREAMING_TASK else self.unary
+        return pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.unary.shutdown(wait, cancel_futures=cancel_futures)
+        self.streaming.shutdown(wait, cancel_futures=cancel_futures)

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import Any
 
 import grpc
@@ -59,7 +59,7 @@ class Drain(DrainClock):
 
 
 class SyncEngine:
-    def __init__(self, config: ServerConfig, handler: InferenceHandler, pool: ThreadPoolExecutor, *, reuse_port: bool) -> None:
+    def __init__(self, config: ServerConfig, handler: InferenceHandler, pool: Executor, *, reuse_port: bool) -> None:
         self._handler = handler
         self._drain = Drain()
         self._calls = CallSlots(config.max_inflight)
