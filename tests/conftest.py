@@ -55,7 +55,7 @@ def start_server(repository: pathlib.Path, log_path: pathlib.Path, *extra: str, 
     deadline = time.monotonic() + SERVER_START_TIMEOUT
     port = None
     while port is None:
-        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", log_path.read_text(errors="replace"))
+        match = re.search(r"(?:listening on|reserved) 127\.0\.0\.1:(\d+)", log_path.read_text(errors="replace"))
         if match:
             port = int(match.group(1))
         elif process.poll() is not None or time.monotonic() > deadline:

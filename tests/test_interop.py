@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import pathlib
+import re
 import shutil
 import subprocess
 
@@ -11,6 +13,9 @@ import numpy as np
 import pytest
 
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient is installed by .ci/run")
+from tritonclient.utils import InferenceServerException, triton_to_np_dtype
+
+DEFAULT_MAX_ROWS = 1_000_000  # tensorwire serve --max-rows
 
 
 @pytest.fixture()
@@ -31,6 +36,98 @@ def test_tritonclient_health_metadata_and_config(triton) -> None:  # type: ignor
     assert triton.get_server_metadata().name == "tensorwire"
 
 
+def request_datatype(data_type: int) -> str:
+    """A ModelConfig data_type (TYPE_FP32) spelled as in requests (FP32)."""
+    name = grpcclient.model_config_pb2.DataType.Name(data_type).removeprefix("TYPE_")
+    return "BYTES" if name == "STRING" else name
+
+
+def test_tritonclient_config_declares_a_batching_model(triton, fitted_models) -> None:  # type: ignore[no-untyped-def]
+    for name in fitted_models:
+        config = triton.get_model_config(name).config
+        metadata = triton.get_model_metadata(name)
+        assert config.max_batch_size == DEFAULT_MAX_ROWS
+        assert [(i.name, list(i.dims)) for i in config.input] == [("input", [6])]
+        assert [list(t.shape) for t in metadata.inputs] == [[-1, 6]]  # metadata keeps the batch dimension
+        assert all(t.shape[0] == -1 for t in metadata.outputs)
+        assert {o.name: [-1, *o.dims] for o in config.output} == {t.name: list(t.shape) for t in metadata.outputs}
+        assert {o.name: request_datatype(o.data_type) for o in config.output} == {t.name: t.datatype for t in metadata.outputs}
+    dims = {o.name: list(o.dims) for o in triton.get_model_config("flowers").config.output}
+    assert dims == {"predict": [], "decision_function": [3], "predict_proba": [3]}  # a per-row output has dims []
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_a_request_built_from_the_config_as_perf_analyzer_builds_it(triton, fitted_models, batch: int) -> None:  # type: ignore[no-untyped-def]
+    for name, fitted in fitted_models.items():
+        config = triton.get_model_config(name).config
+        inputs = []
+        for spec in config.input:
+            datatype = request_datatype(spec.data_type)
+            inp = grpcclient.InferInput(spec.name, [batch, *spec.dims], datatype)
+            inp.set_data_from_numpy(fitted.X[:batch].astype(triton_to_np_dtype(datatype)))
+            inputs.append(inp)
+        result = triton.infer(name, inputs, outputs=[grpcclient.InferRequestedOutput(o.name) for o in config.output])
+        for spec in config.output:
+            assert list(result.as_numpy(spec.name).shape) == [batch, *spec.dims], (name, spec.name)
+            assert result.get_output(spec.name).datatype == request_datatype(spec.data_type)
+
+
+def test_max_batch_size_is_the_row_limit_whatever_the_batcher_gathers(start_tensorwire, model_repository: pathlib.Path, tmp_path: pathlib.Path) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "models"
+    for name in ("ols", "queued"):
+        shutil.copytree(model_repository / "ols", root / name)
+    (root / "queued" / "config.json").write_text(json.dumps({"dynamic_batching": {"max_batch_size": 8, "max_queue_delay_microseconds": 100}}))
+    server = start_tensorwire(root, "--workers", "1", "--max-rows", "100")
+    client = grpcclient.InferenceServerClient(server.url)
+    try:
+        for name in ("ols", "queued"):
+            config = client.get_model_config(name).config
+            assert config.max_batch_size == 100
+            (spec,) = config.input
+            for rows in (config.max_batch_size, 9):  # more rows than the batcher gathers are scored alone
+                inp = grpcclient.InferInput(spec.name, [rows, *spec.dims], "FP32")
+                inp.set_data_from_numpy(np.zeros((rows, *spec.dims), np.float32))
+                assert client.infer(name, [inp]).as_numpy("predict").shape == (rows,)
+            inp = grpcclient.InferInput(spec.name, [config.max_batch_size + 1, *spec.dims], "FP32")
+            inp.set_data_from_numpy(np.zeros((config.max_batch_size + 1, *spec.dims), np.float32))
+            with pytest.raises(InferenceServerException, match="--max-rows 100"):
+                client.infer(name, [inp])
+    finally:
+        client.close()
+
+
+def test_max_batch_size_fits_the_int32_field(model_repository: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    from tensorwire.protos import inference_pb2 as pb
+    from tensorwire.server.inference.handler import InferenceHandler
+    from tensorwire.server.repository.model_repository import ModelRepository
+
+    shutil.copytree(model_repository / "ols", tmp_path / "ols")
+    handler = InferenceHandler(ModelRepository(tmp_path), max_rows=2**40)
+    handler.repository.load_all()
+    config = handler.model_config(pb.ModelConfigRequest(name="ols")).config
+    assert config.max_batch_size == 2**31 - 1
+    assert pb.ModelConfigResponse.FromString(pb.ModelConfigResponse(config=config).SerializeToString()).config.max_batch_size == 2**31 - 1
+
+
+def perf_analyzer_binary() -> str:
+    path = shutil.which("perf_analyzer")
+    if path is None:
+        pytest.skip("perf_analyzer is not installed (pip install perf-analyzer, on glibc 2.38 or newer)")
+    probe = subprocess.run([path, "--version"], capture_output=True, text=True)
+    if probe.returncode != 0 or "Perf Analyzer" not in probe.stdout + probe.stderr:  # it prints its version on stderr
+        pytest.skip(f"perf_analyzer cannot run here: {(probe.stderr or probe.stdout).strip()[:300]}")
+    return path
+
+
+def test_perf_analyzer_sends_batches(server) -> None:  # type: ignore[no-untyped-def]
+    command = [perf_analyzer_binary(), "-m", "flowers", "-u", server.url, "-i", "grpc", "-b", "8", "--concurrency-range", "1", "--measurement-interval", "500", "--max-trials", "4", "--stability-percentage", "999"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    counts = dict(re.findall(r"(Inference|Execution) count: (\d+)", result.stdout))  # the server's statistics over the run
+    assert set(counts) == {"Inference", "Execution"}, result.stdout
+    assert int(counts["Execution"]) > 0 and int(counts["Inference"]) == 8 * int(counts["Execution"])  # requests of 8 rows
+
+
 def test_tritonclient_infer_matches_scikit_learn(triton, fitted_models) -> None:  # type: ignore[no-untyped-def]
     fitted = fitted_models["flowers"]
     X = fitted.X[:9].astype(np.float32)
@@ -44,8 +141,6 @@ def test_tritonclient_infer_matches_scikit_learn(triton, fitted_models) -> None:
 
 
 def test_tritonclient_sees_errors_with_their_status(triton) -> None:  # type: ignore[no-untyped-def]
-    from tritonclient.utils import InferenceServerException
-
     inp = grpcclient.InferInput("input", [1, 6], "FP64")
     inp.set_data_from_numpy(np.zeros((1, 6)))
     with pytest.raises(InferenceServerException) as info:

@@ -216,11 +216,15 @@ def test_request_limits(start_tensorwire: Any, model_repository: pathlib.Path) -
 
 @pytest.mark.parametrize("engine", ["aio", "sync"])
 def test_in_flight_limit_answers_resource_exhausted_at_once(start_tensorwire: Any, model_repository: pathlib.Path, engine: str) -> None:
-    server = start_tensorwire(model_repository, "--workers", "1", "--engine", engine, "--threads", "2", "--max-inflight", "2")
-    big = infer_request(rows=400_000)
+    """aio refuses the third concurrent call; sync queues calls for its threads and refuses past the worker's whole
+    budget (--max-inflight + --max-streams + --max-health-watches + the probes' reserve of 8: 12 here)."""
+    server = start_tensorwire(
+        model_repository, "--workers", "1", "--engine", engine, "--threads", "2", "--max-inflight", "2", "--max-streams", "1", "--max-health-watches", "1"
+    )
+    big = infer_request(rows=50_000)
     with grpc.insecure_channel(server.url, options=[("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]) as channel:
         stub = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer", request_serializer=pb.ModelInferRequest.SerializeToString, response_deserializer=pb.ModelInferResponse.FromString)
-        futures = [stub.future(big, timeout=60) for _ in range(12)]
+        futures = [stub.future(big, timeout=60) for _ in range(40)]
         codes = []
         for future in futures:
             try:

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 SERVER_NAME = "tensorwire"
 EXTENSIONS = ("model_configuration", "statistics", "model_repository")
 PLATFORM = "tensorwire_numba"
+MAX_INT32 = 2**31 - 1  # ModelConfig.max_batch_size is an int32; --max-rows may be larger
 
 
 class InferenceHandler:
@@ -71,7 +72,21 @@ class InferenceHandler:
         )
 
     def model_config(self, request: pb.ModelConfigRequest) -> pb.ModelConfigResponse:
-        """The Triton config subset clients read; dims exclude the batch dimension (max_batch_size > 0)."""
+        """The Triton config subset clients read: a batching model, so dims exclude the batch dimension.
+
+        max_batch_size is the most rows a request may hold (--max-rows), as in Triton, which
+        refuses larger requests; perf_analyzer -b N needs it above 0. It is not config.json's
+        dynamic_batching.max_batch_size: that caps the rows the batcher gathers, and a larger
+        request is scored alone, not refused, so clients need not split it.
+
+        A per-row output (shape [-1]) gets dims []: the full shape, [-1] + dims, is then [batch],
+        as ModelMetadata says and the response carries. Triton's own config files cannot leave
+        dims empty and write such an output as dims [1] with reshape {shape: []}, but there dims
+        is the shape clients receive ([batch, 1]) and tensorwire sends [batch]. No client
+        compares dims with a response: tritonclient hands the message over as it is, and
+        perf_analyzer takes tensor shapes from ModelMetadata (less the first dimension when
+        max_batch_size > 0) and from the config only max_batch_size and flags.
+        """
         model = self.repository.get(request.name, request.version)
         manifest = model.manifest
         return pb.ModelConfigResponse(
@@ -79,9 +94,9 @@ class InferenceHandler:
                 name=model.name,
                 platform=PLATFORM,
                 backend="tensorwire",
-                max_batch_size=0,
-                input=[pb.ModelInput(name=t.name, data_type=DATATYPES[t.datatype].triton_enum, dims=t.shape) for t in manifest.inputs],
-                output=[pb.ModelOutput(name=t.name, data_type=DATATYPES[t.datatype].triton_enum, dims=t.shape) for t in manifest.outputs],
+                max_batch_size=min(self.max_rows, MAX_INT32),
+                input=[pb.ModelInput(name=t.name, data_type=DATATYPES[t.datatype].triton_enum, dims=t.shape[1:]) for t in manifest.inputs],
+                output=[pb.ModelOutput(name=t.name, data_type=DATATYPES[t.datatype].triton_enum, dims=t.shape[1:]) for t in manifest.outputs],
             )
         )
 

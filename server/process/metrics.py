@@ -135,7 +135,10 @@ def start_metrics_server(host: str, port: int, registry: CollectorRegistry, tls:
     """Serve the registry on host:port (HTTPS when given TLS files) from a daemon thread."""
     context = _tls_context(tls) if tls is not None else None
     family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    server = MetricsServer((str(address[0]), port), family)
+    try:
+        server = MetricsServer((str(address[0]), port), family)
+    except OSError as exc:
+        raise OSError(f"cannot serve metrics on {host}:{port}: {exc.strerror} (--metrics-port picks another port; 0 turns the metrics off)") from None
     server.set_app(make_wsgi_app(registry))
     if context is not None:
         # prometheus_client's own TLS handshakes in the accepting thread: one silent client would stall every scrape

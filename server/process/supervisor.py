@@ -52,7 +52,7 @@ def reserve_port(host: str, port: int) -> Iterator[int]:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror} (--grpc-port picks another port; 0 a free one)") from None
         port = probe.getsockname()[1]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -121,6 +121,7 @@ class WorkerSlot:
     process: WorkerProcess | None = None
     channel: ControlChannel | None = None
     started_at: float = 0.0
+    ready: bool = False  # has reported ready at least once
     quick_failures: int = 0
     restart_at: float | None = None
 
@@ -138,11 +139,15 @@ class Supervisor:
         self._models = self.config.initial_models()  # what a (re)started worker loads; None: everything
         self._restarts = 0
         self._last_metrics: dict[int, dict[str, Any]] = {}  # by worker pid; dead workers keep their last
+        self._announced = False  # the "ready: serving" line, once every worker has first reported ready
 
     def run(self) -> int:
         with reserve_port(self.config.host, self.config.grpc_port) as port:
             self.config = dataclasses.replace(self.config, grpc_port=port)
-            log.info("listening on %s:%d; starting %d workers", self.config.host, port, self.config.workers)
+            log.info(
+                "reserved %s:%d; starting %d workers, which take connections once their models are compiled and warm",
+                self.config.host, port, self.config.workers,
+            )
             self._install_signal_handlers()
             if self.config.metrics_port:
                 from tensorwire.server.process.metrics import ServerCollector, serve_metrics
@@ -216,6 +221,10 @@ class Supervisor:
     def _on_worker_call(self, slot: WorkerSlot, op: str, args: dict[str, Any]) -> Any:
         if op == "ready":
             log.info("worker %d ready in %.2fs", slot.index, time.monotonic() - slot.started_at)
+            slot.ready = True
+            if all(s.ready for s in self.slots) and not self._announced:
+                self._announced = True
+                log.info("ready: serving %d model versions on %s:%d with %d workers", args.get("models", 0), self.config.host, self.config.grpc_port, len(self.slots))
             return {}
         if op == "broadcast":
             return [dataclasses.asdict(o) for o in self.broadcast(args["op"], args["args"])]

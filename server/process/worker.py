@@ -58,7 +58,7 @@ def worker_main(config: Any, index: int, conn: Connection, models: list[str] | N
     server.use_cluster(SupervisedCluster(channel))
     server.start(models)
     try:
-        channel.call("ready", {"index": index}, timeout=10)
+        channel.call("ready", {"index": index, "models": server.handler.repository.ready_count()}, timeout=10)
     except Exception:
         logging.getLogger(__name__).warning("could not report ready to the supervisor")
     server.wait()

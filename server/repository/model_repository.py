@@ -39,6 +39,8 @@ QUICK_MAX_WORK = 1_000_000  # rows x the model's parameter count
 
 log = logging.getLogger(__name__)
 
+MAX_NAMES_IN_ERRORS = 10
+
 READY, UNAVAILABLE = "READY", "UNAVAILABLE"
 WARM_UP_ROWS = (1, 64)
 MODEL_LEVEL_VERSION = "1"  # the version a failure of the whole model (its folder, its config.json) is listed under
@@ -173,7 +175,12 @@ class ModelRepository:
         """Load the named models, or every model found under the root."""
         if not self.root.is_dir():
             raise FileNotFoundError(f"model repository {self.root} is not a directory")
-        for name in model_names(self.root) if names is None else names:
+        if names is None:
+            names = model_names(self.root)
+            hint = _layout_hint(self.root, names)
+            if hint:
+                log.warning("%s", hint)
+        for name in names:
             try:
                 self.load(name)
             except ModelNotFoundError as exc:
@@ -269,6 +276,7 @@ class ModelRepository:
         if previous is not None and previous.model is not None and (previous.model.fingerprint, previous.model.batching) == (fingerprint, batching):
             return previous
         started = time.perf_counter()
+        log.info("model %s version %s: loading, compiling its kernels if this machine has not cached them", name, version)
         try:
             self.check_inside(path, "model file")
             if fingerprint[1] > self.max_model_bytes:
@@ -288,7 +296,7 @@ class ModelRepository:
         """The model that serves a request, or the error that explains why none does."""
         entry = self._models.get(name)
         if entry is None:
-            raise ModelNotFoundError(f"unknown model {shown(name)}")
+            raise ModelNotFoundError(f"unknown model {shown(name)}{self._known_models()}")
         if not version:
             default = entry.default_version
             if default is None:
@@ -307,10 +315,19 @@ class ModelRepository:
         """The models being served, as one immutable mapping: every load or unload replaces it."""
         return self._models
 
+    def _known_models(self) -> str:
+        """The models there are, for a NOT_FOUND message: their names when few."""
+        names = sorted(self._models)
+        if not names:
+            return " (no model is loaded)"
+        if len(names) <= MAX_NAMES_IN_ERRORS:
+            return f" (models: {', '.join(names)})"
+        return f" ({len(names)} models; RepositoryIndex lists them)"
+
     def entry(self, name: str) -> ModelEntry:
         entry = self._models.get(name)
         if entry is None:
-            raise ModelNotFoundError(f"unknown model {shown(name)}")
+            raise ModelNotFoundError(f"unknown model {shown(name)}{self._known_models()}")
         return entry
 
     def entries(self) -> Iterator[ModelEntry]:
@@ -341,3 +358,13 @@ def _close_dropped(old: ModelEntry, new: ModelEntry) -> None:
 
 def _version_key(version: str) -> tuple[int, str]:
     return (int(version), version) if version.isdigit() else (-1, version)
+
+
+def _layout_hint(root: pathlib.Path, names: list[str]) -> str | None:
+    """What an operator needs to hear when the repository holds no model folder, or is itself a model or version folder."""
+    expected = f"no models in {root}: expected {root}/<model name>/<version number>/{MODEL_FILE}"
+    if (root / MODEL_FILE).is_file():
+        return f"{expected}; {root} holds a {MODEL_FILE} itself: give the repository two folders above it"
+    if names and all(name.isdigit() and (root / name / MODEL_FILE).is_file() for name in names):
+        return f"{expected}; {root} holds version folders: it looks like a model folder, give the folder above it"
+    return None if names else expected

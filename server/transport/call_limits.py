@@ -3,8 +3,11 @@
 grpcio counts every RPC against one `maximum_concurrent_rpcs`, so a few hundred
 idle streams or health watches would leave nothing for inference or probes.
 Each kind gets a budget of its own here, and grpc's own cap is set to their
-sum plus a reserve that only probes (health Check, ServerLive, ServerReady)
-can use. Open ModelStreamInfer streams idle for longer than a timeout are
+sum plus a reserve for probes (health Check, ServerLive, ServerReady), which
+no budget counts. On the aio engine every call is counted as it arrives. On the
+sync engine a unary call waits for one of `--threads` threads before any code of
+ours sees it, so grpc's cap is what refuses a flood there: unary calls may then
+use stream and watch capacity left unused. Open ModelStreamInfer streams idle for longer than a timeout are
 closed by one watchdog thread per worker. On the sync engine, where a stream
 holds a thread for its whole life, `SplitPool` gives streams threads of their own.
 """
@@ -20,7 +23,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-PROBE_RESERVE = 32  # concurrent calls beyond every budget, for probes only
+PROBE_RESERVE = 8  # concurrent calls beyond every budget, for probes (a Kubernetes pod sends one or two at a time)
 STREAM_POOL_SPARE = 8  # stream threads beyond --max-streams: health watches and reflection pass through them
 # grpcio's sync server submits every call to its executor as this function (or Context.run of it) when the
 # response streams: ModelStreamInfer, health Watch, server reflection.

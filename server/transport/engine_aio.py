@@ -87,7 +87,7 @@ class AioEngine:
         self._health = AioHealthServicer(HealthAccess(PUBLIC_HEALTH_SERVICES, tokens, config.max_health_watches))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         add_reflection(server)
-        return server, listen(server, config)
+        return server, listen(server, config, reuse_port=reuse_port)
 
     def _on_loop(self, work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(work, self._loop).result()

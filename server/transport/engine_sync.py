@@ -72,7 +72,7 @@ class SyncEngine:
         self._health = SyncHealthServicer(HealthAccess(PUBLIC_HEALTH_SERVICES, tokens, config.max_health_watches))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         add_reflection(server)
-        self.port = listen(server, config)
+        self.port = listen(server, config, reuse_port=reuse_port)
         self._server = server
 
     def start(self) -> None:

@@ -9,6 +9,7 @@ become gRPC statuses here and nowhere else.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -193,9 +194,24 @@ def server_options(config: ServerConfig, reuse_port: bool) -> list[tuple[str, in
     return options
 
 
-def listen(server: Any, config: ServerConfig) -> int:
+def require_free(host: str, port: int) -> None:
+    """Fail with a message naming the flag before grpc core tries the port (it would log its own error line)."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds: a port in TIME_WAIT is free
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror} (--grpc-port picks another port; 0 a free one)") from None
+
+
+def listen(server: Any, config: ServerConfig, *, reuse_port: bool) -> int:
     """Bind the configured address (TLS if configured) and return the port."""
     address = f"{config.host}:{config.grpc_port}"
+    if not reuse_port:
+        require_free(config.host, config.grpc_port)
     try:
         tls = config.tls()
         port = server.add_secure_port(address, tls.credentials()) if tls is not None else server.add_insecure_port(address)

@@ -5,15 +5,38 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import pathlib
 import sys
+
+from tensorwire.server.version import VERSION
+
+
+ENVIRONMENT_NOTE = (
+    "Every flag can also be set as an environment variable TENSORWIRE_<NAME>, its name in capitals with "
+    "dashes as underscores (TENSORWIRE_WORKERS=4, TENSORWIRE_GRPC_USE_SSL=1, TENSORWIRE_LOAD_MODEL=a,b); a flag "
+    "given on the command line wins. One exception: --auth-tokens FILE is TENSORWIRE_AUTH_TOKENS_FILE, because "
+    "TENSORWIRE_AUTH_TOKENS holds the tokens themselves."
+)
 
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(f"TENSORWIRE_{name}", default)
 
 
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Appends each option's default to its help, unless the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if "default" in help_text or action.default in (None, False, [], argparse.SUPPRESS) or not action.option_strings:
+            return help_text
+        return f"{help_text} (default: %(default)s)"
+
+
 def _add_serve(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    serve = commands.add_parser("serve", help="serve a model repository over gRPC (Open Inference Protocol)")
+    serve = commands.add_parser(
+        "serve", help="serve a model repository over gRPC (Open Inference Protocol)", epilog=ENVIRONMENT_NOTE, formatter_class=_HelpWithDefaults
+    )
     serve.add_argument("repository", nargs="?", help="model repository folder: <name>/<version>/model.npz")
     serve.add_argument("--model-repository", dest="model_repository", help="same as the positional argument (Triton's name)")
     serve.add_argument("--host", default=_env("HOST", "0.0.0.0"), help="address to listen on (default 0.0.0.0)")
@@ -26,12 +49,14 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
                        help="gRPC server kind: aio (an event loop), sync (a thread pool), or auto (the default): sync when --workers is at least the CPU count, else aio")
     serve.add_argument("--model-control-mode", default=_env("MODEL_CONTROL_MODE", "none"), choices=["none", "explicit", "poll"],
                        help="none: serve what is there at start; explicit: load/unload by API (and --load-model); poll: follow the repository")
-    serve.add_argument("--load-model", action="append", default=[], metavar="NAME", help="explicit mode: load this model at start ('*' for all); repeatable")
+    serve.add_argument("--load-model", action="append", metavar="NAME", help="explicit mode: load this model at start ('*' for all); repeatable")
     serve.add_argument("--repository-poll-secs", type=float, default=float(_env("REPOSITORY_POLL_SECS", "5")), help="poll mode: seconds between scans")
     serve.add_argument("--grace-period", type=float, default=float(_env("GRACE_PERIOD", "10")), help="seconds in-flight requests get on shutdown")
     serve.add_argument("--max-receive-mb", type=int, default=int(_env("MAX_RECEIVE_MB", "64")), help="largest request accepted, MiB")
-    serve.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    serve.add_argument("--log-format", default=_env("LOG_FORMAT", "text"), choices=["text", "json"])
+    serve.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                       help="the least severe log lines written (DEBUG adds one line per cancelled stream and similar)")
+    serve.add_argument("--log-format", default=_env("LOG_FORMAT", "text"), choices=["text", "json"],
+                       help="text lines, or one JSON object per line for log collectors")
     security = serve.add_argument_group("security and limits")
     security.add_argument("--grpc-use-ssl", action="store_true", default=_env("GRPC_USE_SSL", "") == "1", help="serve TLS (needs cert and key)")
     security.add_argument("--grpc-server-cert", default=_env("GRPC_SERVER_CERT", "") or None, help="PEM certificate chain of the server")
@@ -63,6 +88,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     export.add_argument("version_dir", help="where to write model.npz, e.g. models/fraud/1")
     export.add_argument("--trust-pickle", action="store_true", help="confirm that you trust the file: unpickling runs the code it contains")
     export.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="the input and output precision of the model")
+    export.add_argument("--force", action="store_true", help="replace the model in version_dir if there is one (refused by default)")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -97,7 +123,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_receive_bytes=args.max_receive_mb * 1024 * 1024,
             grace_seconds=args.grace_period,
             model_control_mode=args.model_control_mode,
-            load_models=tuple(args.load_model),
+            load_models=tuple(args.load_model or [name for name in _env("LOAD_MODEL", "").split(",") if name]),
             poll_seconds=args.repository_poll_secs,
             tls_cert=args.grpc_server_cert if args.grpc_use_ssl or args.grpc_use_ssl_mutual else None,
             tls_key=args.grpc_server_key if args.grpc_use_ssl or args.grpc_use_ssl_mutual else None,
@@ -138,6 +164,10 @@ def _serve(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from tensorwire.server.modeling.export import export_pickle_file
 
+    version_dir = pathlib.Path(args.version_dir)
+    if version_dir.is_dir() and any(version_dir.iterdir()) and not args.force:
+        print(f"tensorwire export: {version_dir} is not empty; a served version is replaced only with --force (or use a new version number)", file=sys.stderr)
+        return 1
     try:
         path = export_pickle_file(args.model_file, args.version_dir, trust_pickle=args.trust_pickle, dtype=args.dtype)
     except (ValueError, TypeError, OSError) as exc:
@@ -157,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     parser = argparse.ArgumentParser(prog="tensorwire", description="Serve scikit-learn models over the Open Inference Protocol.")
+    parser.add_argument("--version", action="version", version=f"tensorwire {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_serve(commands)
     _add_export(commands)
