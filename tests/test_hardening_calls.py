@@ -153,6 +153,7 @@ def test_health_without_a_token_answers_for_the_server_only(guarded: RunningServ
         private = unary(channel, listing, health_pb2.HealthListRequest(), health_pb2.HealthListResponse)
         assert {"", "ols", "flowers"} <= set(private.statuses) and private.statuses["ols"].status == serving
         assert private.statuses["broken"].status == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert "Traceback" not in guarded.log()  # List used to answer UNIMPLEMENTED with an ERROR traceback
 
 
 def test_error_texts_are_bounded_and_keep_their_status(guarded: RunningServer) -> None:

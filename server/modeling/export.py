@@ -19,7 +19,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from tensorwire.server.modeling.pipelines import PREPROCESSORS, TRANSFORMS, Affine, Preprocessing
-from tensorwire.server.modeling.registry import EXPORTERS, describe, load_families
+from tensorwire.server.modeling.registry import EXPORTERS, Exported, describe, load_families
 from tensorwire.server.repository.model_format import INPUT_NAME, Manifest, TensorSpec, array_spec, save_model
 
 INPUT_DATATYPES = {"float32": "FP32", "float64": "FP64"}
@@ -35,6 +35,24 @@ class PickleNotTrustedError(ValueError):
 def export(estimator: Any, version_dir: os.PathLike[str] | str, *, dtype: Any = "float32") -> pathlib.Path:
     """Write a fitted estimator (or Pipeline of scalers then estimator) as version_dir/model.npz."""
     datatype = _input_datatype(dtype)
+    exported, described = export_nested(estimator, datatype)
+    manifest = Manifest(
+        kind=exported.kind,
+        estimator=described,
+        inputs=[TensorSpec(INPUT_NAME, datatype, [-1, exported.n_features])],
+        outputs=exported.outputs,
+        arrays={name: array_spec(a) for name, a in exported.arrays.items()},
+        params=exported.params,
+    )
+    return save_model(version_dir, manifest, exported.arrays)
+
+
+def export_nested(estimator: Any, datatype: str, prep: Preprocessing | None = None) -> tuple[Exported, str]:
+    """(what its exporter makes of a fitted estimator or Pipeline, its name for manifests), for input datatype "FP32" or "FP64".
+
+    `export` writes that; a meta-estimator's exporter (families/calibration.py) calls it for each estimator it wraps,
+    with `prep` the steps before the meta-estimator, which then run before the inner estimator's own steps.
+    """
     load_families()  # the pipeline steps a family accepts are known once it is imported
     steps, (final_name, final) = _split_pipeline(estimator)
     in_pipeline = isinstance(estimator, Pipeline)
@@ -46,19 +64,12 @@ def export(estimator: Any, version_dir: os.PathLike[str] | str, *, dtype: Any = 
             f"tensorwire cannot export {where}: no exporter for {type(final).__name__} (supported: {supported})"
         )
     _require_fitted(final, where)
-    exported = entry.exporter(final, _fold_steps(steps, describe(final)), datatype)
+    before = [] if prep is None else list(prep.steps)
+    exported = entry.exporter(final, _fold_steps(before + steps, describe(final)), datatype)
     if exported.kind != entry.kind:
         raise RuntimeError(f"the exporter of {type(final).__name__} wrote kind '{exported.kind}', registered as '{entry.kind}'")
     names = [type(step).__name__ for _, step in steps] + [describe(final)]
-    manifest = Manifest(
-        kind=exported.kind,
-        estimator=f"Pipeline({', '.join(names)})" if in_pipeline else names[-1],
-        inputs=[TensorSpec(INPUT_NAME, datatype, [-1, exported.n_features])],
-        outputs=exported.outputs,
-        arrays={name: array_spec(a) for name, a in exported.arrays.items()},
-        params=exported.params,
-    )
-    return save_model(version_dir, manifest, exported.arrays)
+    return exported, f"Pipeline({', '.join(names)})" if in_pipeline else names[-1]
 
 
 def export_pickle_file(
