@@ -18,7 +18,6 @@ from typing import Any
 import grpc
 from google.protobuf import message
 from grpc_health.v1 import health_pb2
-from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from tensorwire.protos import inference_pb2 as pb
 from tensorwire.protos.descriptors import POOL
@@ -26,6 +25,7 @@ from tensorwire.server.config import ServerConfig
 from tensorwire.server.errors import InvalidRequestError, TensorwireError, UnsupportedError, bounded, undecodable
 from tensorwire.server.inference.handler import InferenceHandler
 from tensorwire.server.transport.call_limits import PROBE_RESERVE
+from tensorwire.server.transport.reflection import add_file_once, serve_reflection
 
 log = logging.getLogger(__name__)
 
@@ -163,13 +163,9 @@ class DrainClock:
 
 
 def add_reflection(server: Any) -> None:
-    """Server reflection for our service, health and reflection itself (before the server starts)."""
-    for serialized in (health_pb2.DESCRIPTOR.serialized_pb, reflection_pb2.DESCRIPTOR.serialized_pb):
-        try:
-            POOL.AddSerializedFile(serialized)
-        except TypeError:
-            pass  # already added by an earlier server in this process
-    reflection.enable_server_reflection((SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server, pool=POOL)
+    """Server reflection, v1 and v1alpha, for our service, health and reflection itself (before the server starts)."""
+    add_file_once(POOL, health_pb2.DESCRIPTOR.name, health_pb2.DESCRIPTOR.serialized_pb)
+    serve_reflection(server, (SERVICE_NAME, HEALTH_SERVICE_NAME), POOL)
 
 
 def grpc_call_cap(config: ServerConfig) -> int:
