@@ -224,3 +224,10 @@ def test_each_listed_estimator_exports_with_the_listed_outputs(tmp_path: pathlib
             path = tensorwire.export(fitted_with_defaults(name), tmp_path / name / "1")
             declared = [o.name for o in load_model(path).manifest.outputs]
             assert set(declared) <= set(outputs), f"{name} declares {declared}; the README lists {outputs}"
+
+
+def test_every_package_folder_is_installed() -> None:
+    """A subpackage missing from pyproject.toml's list works in a checkout and is absent from the wheel."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {module for module in MODULES if is_package(module)}
+    assert found - listed == set()
