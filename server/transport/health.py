@@ -34,7 +34,7 @@ class HealthAccess:
         values = [value for key, value in context.invocation_metadata() or () if key == "authorization"]
         return len(values) == 1 and self._tokens.scope_of(bearer_token(values[0])) is not None
 
-    def hidden_message(self, service: str) -> str:
+    def hidden_message(self) -> str:
         return "the health of a model needs 'authorization: Bearer <token>'; without one, ask for service \"\" (the server)"
 
     def watches_full_message(self) -> str:
@@ -55,13 +55,13 @@ class SyncHealthServicer(health.HealthServicer):
 
     def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext) -> health_pb2.HealthCheckResponse:
         if not self._access.may_see(request.service, context):
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, self._access.hidden_message(request.service))
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, self._access.hidden_message())
         return super().Check(request, context)
 
     def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext, send_response_callback: Any = None) -> Any:
         access = self._access
         if not access.may_see(request.service, context):
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, access.hidden_message(request.service))
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, access.hidden_message())
         if not access.watches.take():
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, access.watches_full_message())
         if not context.add_callback(access.watches.give_back):
@@ -83,13 +83,13 @@ class AioHealthServicer(health.aio.HealthServicer):
 
     async def Check(self, request: health_pb2.HealthCheckRequest, context: Any) -> health_pb2.HealthCheckResponse:
         if not self._access.may_see(request.service, context):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, self._access.hidden_message(request.service))
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, self._access.hidden_message())
         return await super().Check(request, context)
 
     async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
         access = self._access
         if not access.may_see(request.service, context):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, access.hidden_message(request.service))
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, access.hidden_message())
         if not access.watches.take():
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, access.watches_full_message())
         try:
