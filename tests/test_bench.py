@@ -55,7 +55,7 @@ def test_setup_problems_are_one_line_and_exit_2(server) -> None:  # type: ignore
     result = bench("--url", server.url, "--model", "no-such-model", *SHORT)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "tensorwire bench: cannot read model 'no-such-model' metadata from " + server.url + ": [NOT_FOUND] unknown model 'no-such-model'"
+        "tensorwire bench: cannot read model 'no-such-model' metadata from " + server.url + ": [NOT_FOUND] unknown model 'no-such-model' (models: binary, broken, flowers, ols, ridge, svm)"
     ]
     assert bench("--url", server.url, "--model", "ridge", "--duration", "soon").returncode == 2  # argparse's usage error
 
