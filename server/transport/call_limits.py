@@ -7,9 +7,11 @@ sum plus a reserve for probes (health Check, ServerLive, ServerReady), which
 no budget counts. On the aio engine every call is counted as it arrives. On the
 sync engine a unary call waits for one of `--threads` threads before any code of
 ours sees it, so grpc's cap is what refuses a flood there: unary calls may then
-use stream and watch capacity left unused. Open ModelStreamInfer streams idle for longer than a timeout are
-closed by one watchdog thread per worker. On the sync engine, where a stream
-holds a thread for its whole life, `SplitPool` gives streams threads of their own.
+use stream and watch capacity left unused.
+
+Open ModelStreamInfer streams idle for longer than a timeout are closed by one
+watchdog thread per worker. On the sync engine, where a stream holds a thread for
+its whole life, `SplitPool` gives streams threads of their own.
 """
 
 from __future__ import annotations
