@@ -15,7 +15,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2
 
 from tensorwire.server.transport.call_limits import CallSlots
-from tensorwire.server.transport.security import TokenStore, bearer_token
+from tensorwire.server.transport.security import TokenStore, caller_scope
 
 SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 
@@ -31,8 +31,7 @@ class HealthAccess:
     def may_see(self, service: str, context: Any) -> bool:
         if self._tokens is None or service in self._public:
             return True
-        values = [value for key, value in context.invocation_metadata() or () if key == "authorization"]
-        return len(values) == 1 and self._tokens.scope_of(bearer_token(values[0])) is not None
+        return caller_scope(self._tokens, context.invocation_metadata()) is not None
 
     def hidden_message(self) -> str:
         return "the health of a model needs 'authorization: Bearer <token>'; without one, ask for service \"\" (the server)"

@@ -144,7 +144,7 @@ def refusal_of(store: TokenStore, details: grpc.HandlerCallDetails) -> tuple[grp
     needed = required_scope(details.method)
     if needed is None:
         return None
-    values = [value for key, value in details.invocation_metadata or () if key == "authorization"]
+    values = authorization_values(details.invocation_metadata)
     if len(values) > 1:
         # which one a proxy or a server picks differs: refuse rather than guess
         return grpc.StatusCode.UNAUTHENTICATED, f"{len(values)} 'authorization' metadata values; send exactly one 'Bearer <token>'"
@@ -157,6 +157,17 @@ def refusal_of(store: TokenStore, details: grpc.HandlerCallDetails) -> tuple[grp
     if needed == "admin" and scope != "admin":
         return grpc.StatusCode.PERMISSION_DENIED, f"{details.method} needs the admin scope"
     return None
+
+
+def authorization_values(metadata: Any) -> list[Any]:
+    """Every `authorization` value a call sent (more than one is refused: which one a proxy picks differs)."""
+    return [value for key, value in metadata or () if key == "authorization"]
+
+
+def caller_scope(store: TokenStore, metadata: Any) -> str | None:
+    """The scope of the one bearer token a call sent; None without exactly one known token."""
+    values = authorization_values(metadata)
+    return store.scope_of(bearer_token(values[0])) if len(values) == 1 else None
 
 
 def bearer_token(value: str | bytes) -> str:
