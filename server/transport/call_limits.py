@@ -49,10 +49,6 @@ class CallSlots:
     def give_back(self) -> None:
         self._free.append(None)
 
-    @property
-    def in_use(self) -> int:
-        return self.limit - len(self._free)
-
 
 class OpenStream:
     """One open stream: when it last showed activity, whether a request is being scored, how to close it."""
@@ -95,9 +91,6 @@ class OpenStreams:
     def done(self, stream: OpenStream) -> None:
         with self._lock:
             self._streams.discard(stream)
-
-    def __len__(self) -> int:
-        return len(self._streams)
 
     def close_idle(self, now: float) -> int:
         """Close every stream idle since before `now - idle_seconds`; the number closed."""
