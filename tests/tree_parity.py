@@ -12,6 +12,9 @@ from typing import Any
 import numpy as np
 
 from tensorwire.server.families.trees.ensemble import TreeEnsemble
+from tensorwire.server.families.trees.scorer import exported_ensemble
+from tensorwire.server.families.trees.scorer import TreeEnsembleScorer
+from tensorwire.server.repository.model_format import INPUT_NAME, Manifest, TensorSpec, array_spec
 
 # DESIGN.md's tolerances, by the model's input dtype
 TOLERANCES = {np.dtype(np.float32): (1e-5, 1e-6), np.dtype(np.float64): (1e-9, 1e-12)}
@@ -19,8 +22,27 @@ TOLERANCES = {np.dtype(np.float32): (1e-5, 1e-6), np.dtype(np.float64): (1e-9, 1
 
 def served_outputs(ensemble: TreeEnsemble, X: np.ndarray, dtype: Any = np.float64) -> dict[str, np.ndarray]:
     """Every output of `ensemble` for rows X (cast to dtype), scored as the server scores them."""
-    X = np.ascontiguousarray(X, dtype=dtype)
-    return ensemble.outputs_reference(X, dtype)
+    datatype = "FP32" if np.dtype(dtype) == np.float32 else "FP64"
+    exported = exported_ensemble(ensemble, ensemble, None, datatype, "test")
+    manifest = Manifest(
+        kind=exported.kind,
+        estimator=ensemble.estimator,
+        inputs=[TensorSpec(INPUT_NAME, datatype, [-1, exported.n_features])],
+        outputs=exported.outputs,
+        arrays={name: array_spec(a) for name, a in exported.arrays.items()},
+        params=exported.params,
+    )
+    arrays = {name: _read_only(a) for name, a in exported.arrays.items()}
+    scorer = TreeEnsembleScorer(manifest, arrays)
+    rows = _read_only(np.ascontiguousarray(X, dtype=dtype))
+    names = [o.name for o in manifest.outputs]
+    return dict(zip(names, scorer.score(rows, names), strict=True))
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a = np.array(a)
+    a.setflags(write=False)
+    return a
 
 
 def assert_scores_close(actual: np.ndarray, expected: Any, dtype: Any, scale: float = 1.0) -> None:

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 from google.protobuf import message
 
-from tensorwire.kernels.validation import first_nonfinite_row
 from tensorwire.protos import inference_pb2 as pb
 from tensorwire.protos.codec import DATATYPES, TensorDecodeError, decode_tensor
 from tensorwire.server.errors import DeadlineExceededError, InvalidRequestError, TensorwireError, UnavailableError, listed, shown, undecodable
@@ -254,7 +253,7 @@ class InferenceHandler:
                 t1 = time.perf_counter_ns()
                 bad_row = plan.writer(X, out)
                 if bad_row >= 0:
-                    raise _nonfinite(model, bad_row)
+                    raise _nonfinite(model, X, bad_row)
                 t2 = time.perf_counter_ns()
                 response = out.tobytes()
             else:
@@ -301,13 +300,14 @@ def _require_time_left(model: Model, deadline: float | None) -> None:
 
 
 def _require_finite(model: Model, X: np.ndarray) -> None:
-    bad_row = first_nonfinite_row(X)
+    """X holds only values the model takes: finite ones, or for some tree models NaN and infinity too."""
+    bad_row = model.first_refused_row(X)
     if bad_row >= 0:
-        raise _nonfinite(model, bad_row)
+        raise _nonfinite(model, X, bad_row)
 
 
-def _nonfinite(model: Model, bad_row: int) -> InvalidRequestError:
-    return InvalidRequestError(f"{model.description}: input '{model.input.name}' row {bad_row} holds NaN or infinity (scikit-learn refuses them too)")
+def _nonfinite(model: Model, X: np.ndarray, bad_row: int) -> InvalidRequestError:
+    return InvalidRequestError(f"{model.description}: input '{model.input.name}' row {bad_row} {model.refusal(X, bad_row)} (the library that trained it refuses that too)")
 
 
 def _decode_input(model: Model, request: pb.ModelInferRequest, max_rows: int) -> np.ndarray:

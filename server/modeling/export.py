@@ -19,10 +19,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from tensorwire.server.modeling.pipelines import PREPROCESSORS, TRANSFORMS, Affine, Preprocessing
-from tensorwire.server.modeling.registry import EXPORTERS, Exported, describe, load_families
+from tensorwire.server.modeling.registry import EXPORTERS, EXPORTERS_BY_NAME, FILE_FORMATS, Exported, describe, exporter_of, load_families
 from tensorwire.server.repository.model_format import INPUT_NAME, Manifest, TensorSpec, array_spec, save_model
 
 INPUT_DATATYPES = {"float32": "FP32", "float64": "FP64"}
+HEAD_BYTES = 4096  # what file formats are recognised from
 
 
 class PickleNotTrustedError(ValueError):
@@ -36,6 +37,10 @@ def export(estimator: Any, version_dir: os.PathLike[str] | str, *, dtype: Any = 
     """Write a fitted estimator (or Pipeline of scalers then estimator) as version_dir/model.npz."""
     datatype = _input_datatype(dtype)
     exported, described = export_nested(estimator, datatype)
+    return _save(exported, described, datatype, version_dir)
+
+
+def _save(exported: Exported, described: str, datatype: str, version_dir: os.PathLike[str] | str) -> pathlib.Path:
     manifest = Manifest(
         kind=exported.kind,
         estimator=described,
@@ -57,9 +62,9 @@ def export_nested(estimator: Any, datatype: str, prep: Preprocessing | None = No
     steps, (final_name, final) = _split_pipeline(estimator)
     in_pipeline = isinstance(estimator, Pipeline)
     where = f"step '{final_name}' ({type(final).__name__}) of Pipeline" if in_pipeline else type(final).__name__
-    entry = EXPORTERS.get(type(final))
+    entry = exporter_of(type(final))
     if entry is None:
-        supported = ", ".join(sorted(cls.__name__ for cls in EXPORTERS))
+        supported = ", ".join(sorted([cls.__name__ for cls in EXPORTERS] + [name.rsplit(".", 1)[-1] for name in EXPORTERS_BY_NAME]))
         raise TypeError(
             f"tensorwire cannot export {where}: no exporter for {type(final).__name__} (supported: {supported})"
         )
@@ -70,6 +75,33 @@ def export_nested(estimator: Any, datatype: str, prep: Preprocessing | None = No
         raise RuntimeError(f"the exporter of {type(final).__name__} wrote kind '{exported.kind}', registered as '{entry.kind}'")
     names = [type(step).__name__ for _, step in steps] + [describe(final)]
     return exported, f"Pipeline({', '.join(names)})" if in_pipeline else names[-1]
+
+
+def export_file(
+    model_path: os.PathLike[str] | str,
+    version_dir: os.PathLike[str] | str,
+    *,
+    source: str | None = None,
+    trust_pickle: bool = False,
+    dtype: Any = "float32",
+) -> pathlib.Path:
+    """Export a model file: an XGBoost JSON/UBJ or LightGBM text model read as data, or (with trust_pickle) a joblib/pickle file.
+
+    `source` names the kind ("xgboost", "lightgbm", "joblib"); without it the kind is recognised from the file's content.
+    """
+    datatype = _input_datatype(dtype)
+    load_families()
+    if source is None:
+        with open(model_path, "rb") as fh:
+            head = fh.read(HEAD_BYTES)
+        source = next((f.name for f in FILE_FORMATS.values() if f.recognises(head)), "joblib")
+    if source == "joblib":
+        return export_pickle_file(model_path, version_dir, trust_pickle=trust_pickle, dtype=dtype)
+    file_format = FILE_FORMATS.get(source)
+    if file_format is None:
+        raise ValueError(f"unknown model file kind '{source}' (known: {', '.join(sorted(FILE_FORMATS) + ['joblib'])})")
+    exported, described = file_format.export(str(model_path), datatype)
+    return _save(exported, described, datatype, version_dir)
 
 
 def export_pickle_file(
@@ -156,6 +188,8 @@ def _fold_steps(steps: list[tuple[str, Any]], final: str) -> Preprocessing | Non
 
 
 def _require_fitted(estimator: Any, where: str) -> None:
+    if not hasattr(estimator, "fit"):  # a trained model object without an estimator API (an XGBoost or LightGBM Booster)
+        return
     try:
         check_is_fitted(estimator)
     except NotFittedError:

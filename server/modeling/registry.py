@@ -71,6 +71,21 @@ class ExporterEntry:
 
 
 EXPORTERS: dict[type, ExporterEntry] = {}
+# Exporters for types of libraries tensorwire does not depend on (XGBoost, LightGBM), keyed by
+# "module.QualifiedName": registering them imports nothing, and only a user who has the library has its objects.
+EXPORTERS_BY_NAME: dict[str, ExporterEntry] = {}
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    """A model file kind `tensorwire export` reads as data (never as code): how to recognise it and how to read it."""
+
+    name: str
+    recognises: Callable[[bytes], bool]  # the file's first bytes -> whether it is this kind
+    export: Callable[[str, str], tuple[Exported, str]]  # (path, input datatype) -> (the model, its name for the manifest)
+
+
+FILE_FORMATS: dict[str, FileFormat] = {}
 
 
 def register(kind: str) -> Callable[[ScorerFactory], ScorerFactory]:
@@ -94,6 +109,43 @@ def exports(*types: type, kind: str) -> Callable[[Exporter], Exporter]:
                 raise RuntimeError(f"{cls.__name__} has two exporters")
             EXPORTERS[cls] = ExporterEntry(exporter, kind)
         return exporter
+
+    return decorator
+
+
+def exports_named(*names: str, kind: str) -> Callable[[Exporter], Exporter]:
+    """Register an exporter for types named "module.QualifiedName", of a library that may not be installed."""
+
+    def decorator(exporter: Exporter) -> Exporter:
+        for name in names:
+            if name in EXPORTERS_BY_NAME:
+                raise RuntimeError(f"{name} has two exporters")
+            EXPORTERS_BY_NAME[name] = ExporterEntry(exporter, kind)
+        return exporter
+
+    return decorator
+
+
+def exporter_of(cls: type) -> ExporterEntry | None:
+    """The exporter registered for a type, by the type itself or by its name."""
+    return EXPORTERS.get(cls) or EXPORTERS_BY_NAME.get(type_name(cls))
+
+
+def type_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+FileExporter = Callable[[str, str], tuple[Exported, str]]
+
+
+def reads_files(name: str, recognises: Callable[[bytes], bool]) -> Callable[[FileExporter], FileExporter]:
+    """Register a model file kind for `tensorwire export FILE DIR` (see FileFormat)."""
+
+    def decorator(export: FileExporter) -> FileExporter:
+        if name in FILE_FORMATS:
+            raise RuntimeError(f"file format '{name}' registered twice")
+        FILE_FORMATS[name] = FileFormat(name, recognises, export)
+        return export
 
     return decorator
 

@@ -85,6 +85,11 @@ def int_array(manifest: Manifest, arrays: dict[str, np.ndarray], name: str, shap
     return _array(manifest, arrays, name, shape, np.int64)
 
 
+def int32_array(manifest: Manifest, arrays: dict[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """arrays[name] as a read-only int32 C array of the given shape (-1: any length), or ModelFormatError."""
+    return _array(manifest, arrays, name, shape, np.int32)
+
+
 def _array(manifest: Manifest, arrays: dict[str, np.ndarray], name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     if name not in arrays:
         raise invalid(manifest, f"array '{name}' is missing")

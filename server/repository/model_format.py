@@ -25,7 +25,7 @@ FORMAT_VERSION = 1
 MANIFEST_KEY = "__manifest__"
 MAX_MANIFEST_BYTES = 16 << 20  # names, shapes and labels: the parameters themselves are arrays
 INPUT_NAME = "input"
-ARRAY_DTYPES = frozenset({"float32", "float64", "int32", "int64", "uint8", "bool"})
+ARRAY_DTYPES = frozenset({"float32", "float64", "int8", "int32", "int64", "uint8", "uint32", "bool"})
 
 
 class ModelFormatError(ValueError):

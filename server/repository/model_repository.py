@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from tensorwire.kernels.validation import first_nonfinite_row
+from tensorwire.kernels.validation import first_nonfinite_row, first_refused_row
 from tensorwire.protos.wire import InferResponseEncoder
 from tensorwire.server.errors import ModelNotFoundError, ModelNotReadyError, shown
 from tensorwire.server.inference.batcher import DynamicBatcher
@@ -118,6 +118,33 @@ class Model:
         return min(QUICK_MAX_ROWS, QUICK_MAX_WORK // self.work_per_row)
 
     @functools.cached_property
+    def accepts(self) -> tuple[bool, bool, bool]:
+        """(NaN, infinity, float64 beyond float32's range): what this model's input may hold, as its library allows.
+        Most models take finite values only; tree models from libraries that route missing values say otherwise."""
+        params = self.manifest.params
+        return bool(params.get("accepts_nan")), bool(params.get("accepts_inf")), not params.get("float32_range", False)
+
+    def first_refused_row(self, X: np.ndarray) -> int:
+        """The first row of X holding a value this model refuses, or -1."""
+        accepts = self.accepts
+        if accepts == (False, False, True):
+            return int(first_nonfinite_row(X))
+        return int(first_refused_row(X, accepts[0], accepts[1], not accepts[2]))
+
+    def refusal(self, X: np.ndarray, row: int) -> str:
+        """What is wrong with row `row` of X, in words, for the error message."""
+        values = X[row]
+        if self.accepts == (False, False, True):
+            return "holds NaN or infinity"
+        if np.isnan(values).any() and not self.accepts[0]:
+            return "holds NaN"
+        if np.isinf(values).any() and not self.accepts[1]:
+            return "holds infinity"
+        if np.isinf(values).any() or np.isnan(values).any():
+            return "holds NaN or infinity"
+        return "holds a value beyond float32's range, which this model's library rounds to infinity and refuses"
+
+    @functools.cached_property
     def description(self) -> str:
         """How error messages name this model version (built once, not per request)."""
         return f"model '{self.name}' version {self.version}"
@@ -133,7 +160,7 @@ class Model:
         for rows in WARM_UP_ROWS:
             data = rng.standard_normal((rows, self.manifest.n_features)).astype(self.input_dtype).tobytes()
             X = np.frombuffer(data, dtype=self.input_dtype).reshape(rows, -1)
-            first_nonfinite_row(X)
+            self.first_refused_row(X)
             results = self.scorer.score(X, self.output_names)
             writer = planned_writer(self, self.output_names, results)
             if writer is not None:

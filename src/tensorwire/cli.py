@@ -83,10 +83,14 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _add_export(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    export = commands.add_parser("export", help="convert a joblib/pickle file of a fitted estimator to a tensorwire model")
-    export.add_argument("model_file", help="a joblib or pickle file of a fitted scikit-learn estimator")
+    export = commands.add_parser("export", help="convert a model file (XGBoost JSON/UBJ, LightGBM text, or a trusted joblib/pickle file) to a tensorwire model")
+    export.add_argument("model_file", help="an XGBoost model.json/.ubj or LightGBM model.txt (read as data), or a joblib/pickle file of a fitted estimator")
     export.add_argument("version_dir", help="where to write model.npz, e.g. models/fraud/1")
-    export.add_argument("--trust-pickle", action="store_true", help="confirm that you trust the file: unpickling runs the code it contains")
+    export.add_argument(
+        "--from", dest="source", choices=["xgboost", "lightgbm", "joblib"], default=None,
+        help="the file's kind (default: recognised from its content; anything not XGBoost or LightGBM is taken as joblib)",
+    )
+    export.add_argument("--trust-pickle", action="store_true", help="confirm that you trust a joblib/pickle file: unpickling runs the code it contains")
     export.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="the input and output precision of the model")
     export.add_argument("--force", action="store_true", help="replace the model in version_dir if there is one (refused by default)")
 
@@ -162,14 +166,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from tensorwire.server.modeling.export import export_pickle_file
+    from tensorwire.server.modeling.export import export_file
 
     version_dir = pathlib.Path(args.version_dir)
     if version_dir.is_dir() and any(version_dir.iterdir()) and not args.force:
         print(f"tensorwire export: {version_dir} is not empty; a served version is replaced only with --force (or use a new version number)", file=sys.stderr)
         return 1
     try:
-        path = export_pickle_file(args.model_file, args.version_dir, trust_pickle=args.trust_pickle, dtype=args.dtype)
+        path = export_file(args.model_file, args.version_dir, source=args.source, trust_pickle=args.trust_pickle, dtype=args.dtype)
     except (ValueError, TypeError, OSError) as exc:
         print(f"tensorwire export: {exc}", file=sys.stderr)
         return 1
