@@ -62,6 +62,9 @@ def adversarial_rows(ensemble: TreeEnsemble, n_rows: int, seed: int, nan: bool =
     with NaN (and ±inf) sprinkled in when asked."""
     rng = np.random.default_rng(seed)
     internal = ensemble.left >= 0
+    if ensemble.categorical is not None:
+        internal &= ~ensemble.categorical
+    internal &= np.isfinite(ensemble.threshold)  # a split that sends only NaN one way may sit at ±inf
     features, thresholds = ensemble.feature[internal], ensemble.threshold[internal]
     X = rng.normal(size=(n_rows, ensemble.n_features))
     if thresholds.size:

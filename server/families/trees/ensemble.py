@@ -13,7 +13,8 @@ Routing at an internal node n, for the row's value x = X[row, feature[n]]:
     numeric node: left iff x <= threshold[n] (comparison "le") or x < threshold[n] ("lt").
     categorical node: c = x truncated toward zero; if 0 <= c < cat_nbits[n], left iff bit c of
         the node's bitset (cat_words[cat_start[n]:], 32 bits a word, low bit first) is set;
-        any other value goes left iff cat_other_left[n].
+        any other value goes left iff cat_other_left[n]. With cat_exact (HistGradientBoosting),
+        a value that is not a whole number is one of those others instead of being truncated.
 A leaf (left == right == -1) adds value[leaf] (width = value.shape[1]) to
 raw[tree_output[t] : tree_output[t] + width]; then raw = base + sum / divisor.
 
@@ -22,8 +23,8 @@ How raw becomes outputs (`Head`):
     classification   link "logistic" (one raw column: binary, p = sigmoid(link_scale * raw), proba [1-p, p];
                      several: one-vs-all, proba = sigmoid per class, not normalised, as LightGBM),
                      "softmax" (proba = softmax(raw)), "proba" (raw already is the probabilities: forests);
-                     predict = the class of highest probability (binary: p > 0.5), decision_function = raw
-                     where the library has it (has_decision)
+                     predict = the class of highest raw score (softmax) or probability (binary: see
+                     binary_rule), decision_function = raw where the library has it (has_decision)
     isolation        score_samples = -2 ** -raw, decision_function = score_samples - offset,
                      predict = -1 where decision_function < 0 else 1 (IsolationForest)
 """
@@ -38,6 +39,7 @@ import numpy as np
 ZERO_THRESHOLD = 1e-35  # LightGBM's kZeroThreshold
 
 TASKS = ("regression", "classification", "isolation")
+BINARY_RULES = ("proba", "raw_positive", "raw_nonnegative")
 LINKS = {
     "regression": ("identity", "exp", "logistic"),
     "classification": ("logistic", "softmax", "proba"),
@@ -74,6 +76,8 @@ class TreeEnsemble:
     link_scale: float = 1.0
     classes: list[Any] | None = None  # classification: labels in raw/proba column order
     has_decision: bool = False  # classification: decision_function is an output
+    binary_rule: str = "proba"  # binary predict: class 1 iff "proba": p > 0.5, "raw_positive": raw > 0, "raw_nonnegative": raw >= 0
+    cat_exact: bool = False  # categorical splits take whole numbers only (see the module docstring)
     offset: float = 0.0  # isolation
     accepts_nan: bool = False  # the library's own predict takes NaN
     accepts_inf: bool = False  # ... and infinities
@@ -110,6 +114,8 @@ class TreeEnsemble:
             raise ValueError(f"{where}: tree_output and roots differ in length")
         if self.tree_output.min() < 0 or self.tree_output.max() + self.width > self.n_raw:
             raise ValueError(f"{where}: a tree adds past the {self.n_raw} raw outputs")
+        if self.binary_rule not in BINARY_RULES:
+            raise ValueError(f"{where}: binary_rule {self.binary_rule!r} is not one of {BINARY_RULES}")
         if self.task not in TASKS or self.link not in LINKS[self.task]:
             raise ValueError(f"{where}: task {self.task!r} with link {self.link!r} is not one tensorwire serves")
         if self.comparison not in ("le", "lt") or self.precision not in ("float32", "float64"):
@@ -186,6 +192,8 @@ class TreeEnsemble:
             with np.errstate(invalid="ignore"):
                 c = np.trunc(np.where(nan, -1.0, x))
             inside = cat & (c >= 0) & (c < self.cat_nbits[nodes])
+            if self.cat_exact:
+                inside &= c == x
             ci = np.where(inside, c, 0).astype(np.int64)
             words = self.cat_words[np.where(inside, self.cat_start[nodes] + ci // 32, 0)]
             in_set = ((words >> (ci % 32).astype(np.uint32)) & 1).astype(bool)
@@ -213,7 +221,7 @@ class TreeEnsemble:
 
     def outputs_reference(self, X: np.ndarray, dtype: Any = np.float64) -> dict[str, np.ndarray]:
         """Every output this ensemble declares, for rows X, in plain numpy."""
-        head = Head(self.task, self.link, self.link_scale, self.n_raw, _labels(self.classes), self.has_decision, self.offset)
+        head = Head(self.task, self.link, self.link_scale, self.n_raw, _labels(self.classes), self.has_decision, self.offset, self.binary_rule)
         return dict(zip(head.names, head.outputs(self.raw_reference(X), head.names, np.dtype(dtype)), strict=True))
 
 
@@ -228,9 +236,11 @@ def _labels(classes: list[Any] | None) -> np.ndarray | None:
 class Head:
     """Raw scores to the outputs a request asks for (see the module docstring)."""
 
-    def __init__(self, task: str, link: str, link_scale: float, n_raw: int, labels: np.ndarray | None, has_decision: bool, offset: float) -> None:
+    def __init__(
+        self, task: str, link: str, link_scale: float, n_raw: int, labels: np.ndarray | None, has_decision: bool, offset: float, binary_rule: str = "proba"
+    ) -> None:
         self.task, self.link, self.link_scale, self.n_raw = task, link, link_scale, n_raw
-        self.labels, self.has_decision, self.offset = labels, has_decision, offset
+        self.labels, self.has_decision, self.offset, self.binary_rule = labels, has_decision, offset, binary_rule
         if task == "regression":
             self.names: tuple[str, ...] = ("predict",)
         elif task == "classification":
@@ -248,8 +258,7 @@ class Head:
             proba = self._proba(raw)
             if "predict" in names:
                 assert self.labels is not None
-                index = (proba[:, 1] > 0.5).astype(np.int64) if self.n_raw == 1 else np.argmax(proba, axis=1)
-                results["predict"] = self.labels[index]
+                results["predict"] = self.labels[self._class_index(raw, proba)]
             results["predict_proba"] = proba.astype(dtype)
             results["decision_function"] = (raw[:, 0] if self.n_raw == 1 else raw).astype(dtype)
         else:
@@ -259,6 +268,16 @@ class Head:
             results["decision_function"] = decision.astype(dtype)
             results["predict"] = np.where(decision < 0, -1, 1).astype(np.int64)
         return [results[name] for name in names]
+
+    def _class_index(self, raw: np.ndarray, proba: np.ndarray) -> np.ndarray:
+        if self.n_raw == 1:
+            if self.binary_rule == "raw_positive":
+                return (raw[:, 0] > 0).astype(np.int64)
+            if self.binary_rule == "raw_nonnegative":
+                return (raw[:, 0] >= 0).astype(np.int64)
+            return (proba[:, 1] > 0.5).astype(np.int64)
+        # softmax is monotone: the raw scores decide without the rounding of exp
+        return np.argmax(raw if self.link == "softmax" else proba, axis=1)
 
     def _proba(self, raw: np.ndarray) -> np.ndarray:
         if self.link == "proba":

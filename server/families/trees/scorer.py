@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from tensorwire.kernels import trees
-from tensorwire.server.families.trees.ensemble import LINKS, Head, TreeEnsemble
+from tensorwire.server.families.trees.ensemble import BINARY_RULES, LINKS, Head, TreeEnsemble
 from tensorwire.server.families.trees.packing import comparison_dtype, pack
 from tensorwire.server.modeling.export_support import class_labels
 from tensorwire.server.modeling.pipelines import Preprocessing, exported, planned
@@ -67,6 +67,7 @@ def exported_ensemble(ensemble: TreeEnsemble, estimator: Any, prep: Preprocessin
         "divisor": float(ensemble.divisor),
         "offset": float(ensemble.offset),
         "has_decision": ensemble.has_decision,
+        "binary_rule": ensemble.binary_rule,
         "comparison": "FP32" if float32_compare else "FP64",
         # projections and norms would turn NaN into numbers the library never saw: with stages, refuse NaN
         "accepts_nan": ensemble.accepts_nan and not plan.stages,
@@ -112,11 +113,17 @@ class TreeEnsembleScorer:
         labels = None
         if task == "classification":
             labels = label_array(manifest, list(params.get("classes", [])), str(params.get("label_datatype")))
-        self.head = Head(task, link, float(params.get("link_scale", 1.0)), self.base.shape[0], labels, bool(params.get("has_decision")), float(params.get("offset", 0.0)))
+        self.head = Head(task, link, float(params.get("link_scale", 1.0)), self.base.shape[0], labels, bool(params.get("has_decision")), float(params.get("offset", 0.0)), self._binary_rule())
         n_classes = 0 if labels is None else labels.shape[0]
         check_outputs(manifest, tree_outputs(manifest.input_datatype, task, self.base.shape[0], n_classes, str(params.get("label_datatype", "INT64")), bool(params.get("has_decision"))))
         self.output_names = frozenset(self.head.names)
         self._score(one_row(manifest), self.head.names, parallel=True)  # compile the parallel variant at load too
+
+    def _binary_rule(self) -> str:
+        rule = self.manifest.params.get("binary_rule", "proba")
+        if rule not in BINARY_RULES:
+            raise invalid(self.manifest, f"params.binary_rule must be one of {BINARY_RULES}, not {rule!r}")
+        return str(rule)
 
     def _nodes(self, arrays: dict[str, np.ndarray], record: np.dtype) -> np.ndarray:  # type: ignore[type-arg]
         words = record.itemsize // 4
@@ -156,7 +163,7 @@ class TreeEnsembleScorer:
             raise invalid(self.manifest, "a node's children come before it (the trees must not loop)")
         if self.special is not None:
             kind, cat_start, cat_nbits, _, cat_words = self.special
-            cats = internal & (kind == trees.CATEGORICAL)
+            cats = internal & ((kind == trees.CATEGORICAL) | (kind == trees.CATEGORICAL_EXACT))
             if cats.any() and (cat_start[cats].min() < 0 or (cat_start[cats] + (cat_nbits[cats].astype(np.int64) + 31) // 32).max() > cat_words.shape[0]):
                 raise invalid(self.manifest, "a category bitset lies outside cat_words")
 
