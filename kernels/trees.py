@@ -14,7 +14,8 @@ Models with categorical or zero-as-missing splits add `kind` int8 [N] (NUMERIC, 
 CATEGORICAL_EXACT, ZERO_MISSING), cat_start, cat_nbits int32 [N], cat_other uint8 [N] and cat_words uint32 [M]:
     categorical node: c = trunc(x); for 0 <= c < cat_nbits the bitset says left, elsewhere
     cat_other says left (1) or right (0); NaN takes `child`. CATEGORICAL_EXACT: as CATEGORICAL,
-    but a value that is not a whole number is one of the "elsewhere". ZERO_MISSING: |x| <= 1e-35 takes
+    but a value that is not a whole number is one of the "elsewhere"; CATEGORICAL_NONNEGATIVE:
+    so is any negative value (-0.5 too). ZERO_MISSING: |x| <= 1e-35 takes
     `child`, as NaN does. The *_general kernels read these; the others never pay for them.
 
 Speed comes from overlapping independent descents: LANES of them advance one step at a
@@ -32,7 +33,7 @@ from numba import prange
 
 from tensorwire.kernels.config import kernel, parallel_kernel
 
-NUMERIC, CATEGORICAL, ZERO_MISSING, CATEGORICAL_EXACT = 0, 1, 2, 3
+NUMERIC, CATEGORICAL, ZERO_MISSING, CATEGORICAL_EXACT, CATEGORICAL_NONNEGATIVE = 0, 1, 2, 3, 4
 ZERO_THRESHOLD = 1e-35  # LightGBM's kZeroThreshold
 ROW_BLOCK = 64
 LANES = 8  # unrolled by hand below
@@ -205,7 +206,7 @@ def _step_general(nodes, kind, cat_start, cat_nbits, cat_other, cat_words, X, ro
             return node.child
         return node.child + np.uint32(node.sign * x > node.threshold)
     c = np.trunc(np.float64(x))
-    if c >= 0.0 and c < cat_nbits[n] and (k == CATEGORICAL or c == x):
+    if c >= 0.0 and c < cat_nbits[n] and (k == CATEGORICAL or (k == CATEGORICAL_EXACT and c == x) or (k == CATEGORICAL_NONNEGATIVE and x >= 0)):
         ci = np.int64(c)
         left = (cat_words[cat_start[n] + ci // 32] >> np.uint32(ci % 32)) & np.uint32(1) == np.uint32(1)
     else:

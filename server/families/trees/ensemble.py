@@ -13,8 +13,10 @@ Routing at an internal node n, for the row's value x = X[row, feature[n]]:
     numeric node: left iff x <= threshold[n] (comparison "le") or x < threshold[n] ("lt").
     categorical node: c = x truncated toward zero; if 0 <= c < cat_nbits[n], left iff bit c of
         the node's bitset (cat_words[cat_start[n]:], 32 bits a word, low bit first) is set;
-        any other value goes left iff cat_other_left[n]. With cat_exact (HistGradientBoosting),
-        a value that is not a whole number is one of those others instead of being truncated.
+        any other value goes left iff cat_other_left[n]. cat_rule says which values count as
+        "other" before truncation: "truncate" none (LightGBM: -0.5 is category 0), "exact" any
+        value that is not a whole number (HistGradientBoosting), "nonnegative" any negative
+        value (XGBoost: -0.5 is invalid).
 A leaf (left == right == -1) adds value[leaf] (width = value.shape[1]) to
 raw[tree_output[t] : tree_output[t] + width]; then raw = base + sum / divisor.
 
@@ -40,6 +42,7 @@ ZERO_THRESHOLD = 1e-35  # LightGBM's kZeroThreshold
 
 TASKS = ("regression", "classification", "isolation")
 BINARY_RULES = ("proba", "raw_positive", "raw_nonnegative")
+CAT_RULES = ("truncate", "exact", "nonnegative")
 LINKS = {
     "regression": ("identity", "exp", "logistic"),
     "classification": ("logistic", "softmax", "proba"),
@@ -77,7 +80,7 @@ class TreeEnsemble:
     classes: list[Any] | None = None  # classification: labels in raw/proba column order
     has_decision: bool = False  # classification: decision_function is an output
     binary_rule: str = "proba"  # binary predict: class 1 iff "proba": p > 0.5, "raw_positive": raw > 0, "raw_nonnegative": raw >= 0
-    cat_exact: bool = False  # categorical splits take whole numbers only (see the module docstring)
+    cat_rule: str = "truncate"  # which values a categorical split takes as categories (see the module docstring)
     offset: float = 0.0  # isolation
     accepts_nan: bool = False  # the library's own predict takes NaN
     accepts_inf: bool = False  # ... and infinities
@@ -114,6 +117,8 @@ class TreeEnsemble:
             raise ValueError(f"{where}: tree_output and roots differ in length")
         if self.tree_output.min() < 0 or self.tree_output.max() + self.width > self.n_raw:
             raise ValueError(f"{where}: a tree adds past the {self.n_raw} raw outputs")
+        if self.cat_rule not in CAT_RULES:
+            raise ValueError(f"{where}: cat_rule {self.cat_rule!r} is not one of {CAT_RULES}")
         if self.binary_rule not in BINARY_RULES:
             raise ValueError(f"{where}: binary_rule {self.binary_rule!r} is not one of {BINARY_RULES}")
         if self.task not in TASKS or self.link not in LINKS[self.task]:
@@ -192,8 +197,10 @@ class TreeEnsemble:
             with np.errstate(invalid="ignore"):
                 c = np.trunc(np.where(nan, -1.0, x))
             inside = cat & (c >= 0) & (c < self.cat_nbits[nodes])
-            if self.cat_exact:
+            if self.cat_rule == "exact":
                 inside &= c == x
+            elif self.cat_rule == "nonnegative":
+                inside &= x >= 0
             ci = np.where(inside, c, 0).astype(np.int64)
             words = self.cat_words[np.where(inside, self.cat_start[nodes] + ci // 32, 0)]
             in_set = ((words >> (ci % 32).astype(np.uint32)) & 1).astype(bool)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tensorwire.kernels.trees import CATEGORICAL, CATEGORICAL_EXACT, NODE_FP32, NODE_FP64, NUMERIC, ZERO_MISSING
+from tensorwire.kernels.trees import CATEGORICAL, CATEGORICAL_EXACT, CATEGORICAL_NONNEGATIVE, NODE_FP32, NODE_FP64, NUMERIC, ZERO_MISSING
 from tensorwire.server.families.trees.ensemble import TreeEnsemble
 
 
@@ -123,7 +123,7 @@ def _special_arrays(ensemble: TreeEnsemble, old: np.ndarray, internal: np.ndarra
     if ensemble.categorical is not None:
         assert ensemble.cat_start is not None and ensemble.cat_nbits is not None and ensemble.cat_words is not None and ensemble.cat_other_left is not None
         cats = internal & ensemble.categorical[old]
-        kind[cats] = CATEGORICAL_EXACT if ensemble.cat_exact else CATEGORICAL
+        kind[cats] = {"truncate": CATEGORICAL, "exact": CATEGORICAL_EXACT, "nonnegative": CATEGORICAL_NONNEGATIVE}[ensemble.cat_rule]
         cat_start[cats] = ensemble.cat_start[old[cats]]
         cat_nbits[cats] = ensemble.cat_nbits[old[cats]]
         cat_other[cats] = ensemble.cat_other_left[old[cats]]

@@ -163,7 +163,7 @@ class TreeEnsembleScorer:
             raise invalid(self.manifest, "a node's children come before it (the trees must not loop)")
         if self.special is not None:
             kind, cat_start, cat_nbits, _, cat_words = self.special
-            cats = internal & ((kind == trees.CATEGORICAL) | (kind == trees.CATEGORICAL_EXACT))
+            cats = internal & np.isin(kind, (trees.CATEGORICAL, trees.CATEGORICAL_EXACT, trees.CATEGORICAL_NONNEGATIVE))
             if cats.any() and (cat_start[cats].min() < 0 or (cat_start[cats] + (cat_nbits[cats].astype(np.int64) + 31) // 32).max() > cat_words.shape[0]):
                 raise invalid(self.manifest, "a category bitset lies outside cat_words")
 

@@ -371,7 +371,7 @@ def _hgb_fields(estimator: Any) -> dict[str, Any]:
         # the OrdinalEncoder of a model with categorical features refuses ±inf in those columns (numeric ones take it)
         "accepts_inf": estimator._preprocessor is None,
         # a categorical value no fitted category equals (2.5 as much as 300) goes where NaN goes
-        "cat_exact": True,
+        "cat_rule": "exact",
     }
 
 
