@@ -5,4 +5,4 @@ ensemble.py is the one shape they are all converted to; sklearn_trees.py, xgboos
 kernels/trees.py; scorer.py serves it; exporters.py registers every entry point.
 """
 
-from tensorwire.server.families.trees import scorer  # noqa: F401  (importing registers them)
+from tensorwire.server.families.trees import exporters, scorer  # noqa: F401  (importing registers them)

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-ZERO_THRESHOLD = 1e-35  # LightGBM's kZeroThreshold
+ZERO_THRESHOLD = float(np.float32(1e-35))  # LightGBM's kZeroThreshold, the float literal 1e-35f
 
 TASKS = ("regression", "classification", "isolation")
 BINARY_RULES = ("proba", "raw_positive", "raw_nonnegative")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tensorwire.kernels.trees import CATEGORICAL, CATEGORICAL_EXACT, CATEGORICAL_NONNEGATIVE, NODE_FP32, NODE_FP64, NUMERIC, ZERO_MISSING
+from tensorwire.kernels.trees import CATEGORICAL, CATEGORICAL_EXACT, CATEGORICAL_NONNEGATIVE, NAN_ONLY, NODE_FP32, NODE_FP64, NUMERIC, ZERO_MISSING
 from tensorwire.server.families.trees.ensemble import TreeEnsemble
 
 
@@ -104,8 +104,18 @@ def _new_roots(ensemble: TreeEnsemble, old: np.ndarray) -> np.ndarray:
     return position[ensemble.roots].astype(np.int32)
 
 
+def _nan_only(ensemble: TreeEnsemble) -> np.ndarray:
+    """Numeric splits at +inf that send NaN right: every number goes left, which no "sign * x > T" says."""
+    numeric = ensemble.left >= 0
+    if ensemble.categorical is not None:
+        numeric &= ~ensemble.categorical
+    return numeric & ~ensemble.missing_left & (ensemble.threshold == np.inf)
+
+
 def _has_special_nodes(ensemble: TreeEnsemble) -> bool:
     internal = ensemble.left >= 0
+    if _nan_only(ensemble).any():
+        return True
     zero = ensemble.zero_missing is not None and bool((ensemble.zero_missing & internal).any())
     cat = ensemble.categorical is not None and bool((ensemble.categorical & internal).any())
     return zero or cat
@@ -116,6 +126,7 @@ def _special_arrays(ensemble: TreeEnsemble, old: np.ndarray, internal: np.ndarra
     kind = np.full(n, NUMERIC, dtype=np.int8)
     if ensemble.zero_missing is not None:
         kind[internal & ensemble.zero_missing[old]] = ZERO_MISSING
+    kind[_nan_only(ensemble)[old]] = NAN_ONLY
     cat_start = np.zeros(n, dtype=np.int32)
     cat_nbits = np.zeros(n, dtype=np.int32)
     cat_other = np.zeros(n, dtype=np.uint8)
