@@ -467,3 +467,14 @@ def test_one_split_edges(threshold: str, decision_type: int, dtype: Any) -> None
         values = [v for v in values if abs(v) != K_ZERO]
     X = np.array(values)[:, None]
     _assert_parity(ensemble_from_lightgbm_text(text), lgb.Booster(model_str=text), X, dtype)
+
+
+@pytest.mark.parametrize("params", [{"boosting": "dart"}, {"boosting": "goss"}, {"data_sample_strategy": "goss"}])
+def test_dart_and_goss_boosters_match(params: dict[str, str]) -> None:
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(400, 6))
+    X[::9, 1] = np.nan
+    y = (X[:, 0] + np.nan_to_num(X[:, 1]) > 0).astype(int)
+    booster = lgb.train({"objective": "binary", "verbose": -1, "num_leaves": 7, **params}, lgb.Dataset(X, label=y), num_boost_round=15)
+    got = served_outputs(ensemble_from_lightgbm_object(booster), X, np.float64)
+    assert_scores_close(got["decision_function"], booster.predict(X, raw_score=True), np.float64)
