@@ -12,7 +12,8 @@ import pathlib
 import sys
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, load_wine
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -35,6 +36,11 @@ def build(root: pathlib.Path) -> None:
     cancer = load_breast_cancer()
     cancer_model = make_pipeline(StandardScaler(), LinearSVC(C=0.5, random_state=0)).fit(cancer.data, cancer.target)
     tensorwire.export(cancer_model, root / "breast_cancer" / "1", dtype="float32")
+
+    wine = load_wine()
+    cultivars = np.asarray(wine.target_names)[wine.target]
+    wine_model = HistGradientBoostingClassifier(max_iter=50, max_leaf_nodes=15, random_state=0).fit(wine.data, cultivars)
+    tensorwire.export(wine_model, root / "wine" / "1", dtype="float32")
 
 
 if __name__ == "__main__":
