@@ -32,9 +32,10 @@ from sklearn.tree import (
     ExtraTreeClassifier,
     ExtraTreeRegressor,
 )
+from threadpoolctl import threadpool_limits
+
 from tensorwire.server.families.trees.ensemble import TreeEnsemble
 from tensorwire.server.families.trees.sklearn_trees import SKLEARN_CONVERTERS
-from threadpoolctl import threadpool_limits
 
 from .tree_parity import (
     adversarial_rows,

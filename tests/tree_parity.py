@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 
 from tensorwire.server.families.trees.ensemble import TreeEnsemble
-from tensorwire.server.families.trees.scorer import exported_ensemble
-from tensorwire.server.families.trees.scorer import TreeEnsembleScorer
+from tensorwire.server.families.trees.scorer import TreeEnsembleScorer, exported_ensemble
 from tensorwire.server.repository.model_format import INPUT_NAME, Manifest, TensorSpec, array_spec
 
 # DESIGN.md's tolerances, by the model's input dtype

@@ -51,7 +51,7 @@ def pack(ensemble: TreeEnsemble, input_dtype: Any) -> dict[str, np.ndarray]:
     nodes["child"] = np.where(internal, first_child, np.arange(n))
     leaf_slot = np.full(n, -1, dtype=np.int32)
     leaf_slot[~internal] = np.arange(int((~internal).sum()), dtype=np.int32)
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "nodes": nodes.view(np.int32).reshape(n, -1),  # the model file holds plain arrays; the scorer views them as records again
         "leaf_slot": leaf_slot,
         "leaf_value": np.ascontiguousarray(ensemble.value[old[~internal]], dtype=np.float64),

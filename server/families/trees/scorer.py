@@ -175,11 +175,12 @@ class TreeEnsembleScorer:
         Xk = self._kernel_input(X, parallel)
         raw = np.empty((X.shape[0], self.base.shape[0]))
         if self.special is None:
-            kernel = trees.score_trees_parallel if parallel else trees.score_trees
-            kernel(Xk, self.nodes, self.leaf_slot, self.leaf_value, self.tree_root, self.tree_min_depth, self.tree_output, self.base, self.divisor, raw)
+            numeric = trees.score_trees_parallel if parallel else trees.score_trees
+            numeric(Xk, self.nodes, self.leaf_slot, self.leaf_value, self.tree_root, self.tree_min_depth, self.tree_output, self.base, self.divisor, raw)
         else:
-            kernel = trees.score_trees_general_parallel if parallel else trees.score_trees_general
-            kernel(Xk, self.nodes, *self.special, self.leaf_slot, self.leaf_value, self.tree_root, self.tree_output, self.base, self.divisor, raw)
+            general = trees.score_trees_general_parallel if parallel else trees.score_trees_general
+            kind, cat_start, cat_nbits, cat_other, cat_words = self.special
+            general(Xk, self.nodes, kind, cat_start, cat_nbits, cat_other, cat_words, self.leaf_slot, self.leaf_value, self.tree_root, self.tree_output, self.base, self.divisor, raw)
         return self.head.outputs(raw, outputs, self.dtype)
 
     def _kernel_input(self, X: np.ndarray, parallel: bool) -> np.ndarray:

@@ -32,6 +32,7 @@ from sklearn.tree import (
     ExtraTreeRegressor,
 )
 from sklearn.utils import get_tags
+
 from tensorwire.server.families.trees.ensemble import TreeEnsemble
 from tensorwire.server.modeling.export_support import class_labels
 
