@@ -9,8 +9,9 @@ scikit-learn, so the joblib files unpickle exactly as fitted; uvloop 0.22
 breaks MLServer 1.7.1's parallel workers, SeldonIO/MLServer#2286). If that install fails the script says
 why and exits with status 2.
 
-The scikit-learn models are fitted once, with fixed seeds (the fits of
-bench_protocol_modes.py), and saved twice: as `model.joblib` with a
+The scikit-learn models are fitted once, with fixed seeds (the logistic and
+SVC fits of bench_protocol_modes.py, and a HistGradientBoostingClassifier on
+that script's 20-feature, 4-class synthetic data), and saved twice: as `model.joblib` with a
 `model-settings.json` (implementation mlserver_sklearn.SKLearnModel) for
 MLServer, and with `tensorwire.export(..., dtype="float32")` for tensorwire.
 Both servers run at once on loopback ports, each with its metrics endpoint off
@@ -20,9 +21,12 @@ processes, channels, warm-up and window), the pairs back to back in every round.
 The requests name their outputs (`predict` and `predict_proba` for a
 classifier with probabilities, `predict` otherwise), which both servers
 produce under those names, so both do the same work; the server's CPU time per
-request comes from /proc (utime+stime of its whole process tree).
+request comes from /proc (utime+stime of its whole process tree). Every model
+is measured at every --batch and --concurrency point, except that a model may
+skip the lowest concurrencies (the tree ensemble is measured only at
+concurrency 2 and up: 16 in the full run, 4 with --quick).
 
-    python benchmarks/bench_mlserver.py                       # full run (about 8 minutes, plus the first install)
+    python benchmarks/bench_mlserver.py                       # full run (about 9 minutes, plus the first install)
     python benchmarks/bench_mlserver.py --quick               # smoke test
     python benchmarks/bench_mlserver.py --markdown results.md # also write the table as markdown
     python benchmarks/bench_mlserver.py --json                # one JSON document on stdout
@@ -70,6 +74,7 @@ from bench_protocol_modes import (
     per_request_us,
     start_tensorwire,
     stop_server,
+    synthetic_data,
     wait_ready,
 )
 
@@ -174,15 +179,44 @@ class ModelCase:
     description: str
     width: int
     outputs: tuple[str, ...]
+    min_concurrency: int = 1  # load points below this --concurrency are skipped for this model
+
+
+def fit_hgb() -> Any:
+    """A gradient-boosted tree ensemble on bench_protocol_modes.py's synthetic data: 100 iterations x 4 classes."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    X, y = synthetic_data()
+    return HistGradientBoostingClassifier(max_iter=100, max_leaf_nodes=31, early_stopping=False, random_state=0).fit(X, y)
 
 
 def fit_models(svc_rows: int, svc_features: int) -> dict[str, tuple[Any, ModelCase]]:
     logistic = fit_logistic()
     svc = fit_svc(svc_rows, svc_features)
+    hgb = fit_hgb()
+    trees = hgb.n_iter_ * hgb.n_trees_per_iteration_
     return {
         "logistic": (logistic, ModelCase("logistic", f"LogisticRegression, {N_FEATURES} features, 4 classes", N_FEATURES, ("predict", "predict_proba"))),
         "svc": (svc, ModelCase("svc", f"SVC(kernel='rbf'), {svc_features} features, 4 classes, {int(svc.n_support_.sum())} support vectors", svc_features, ("predict",))),
+        "hgb": (hgb, ModelCase(
+            "hgb", f"HistGradientBoostingClassifier(max_iter=100, max_leaf_nodes=31), {N_FEATURES} features, {len(hgb.classes_)} classes, {trees} trees",
+            N_FEATURES, ("predict", "predict_proba"), min_concurrency=2,
+        )),
     }  # fmt: skip
+
+
+def mlserver_outputs(estimator: Any, outputs: Sequence[str]) -> list[dict[str, Any]]:
+    """model-settings.json outputs: predict [-1, 1] of the labels' type, predict_proba [-1, number of classes] FP64."""
+    declared = []
+    for name in outputs:
+        if name == "predict":
+            labels = np.asarray(estimator.classes_)
+            if labels.dtype.kind not in "iu":
+                raise ValueError(f"{type(estimator).__name__}: integer class labels expected, got {labels.dtype}")
+            declared.append({"name": name, "datatype": "INT64", "shape": [-1, 1]})
+        else:
+            declared.append({"name": name, "datatype": "FP64", "shape": [-1, len(estimator.classes_)]})
+    return declared
 
 
 def write_repositories(models: dict[str, tuple[Any, ModelCase]], root: pathlib.Path, mlserver_settings: dict[str, Any]) -> tuple[pathlib.Path, pathlib.Path]:
@@ -202,7 +236,7 @@ def write_repositories(models: dict[str, tuple[Any, ModelCase]], root: pathlib.P
             "implementation": "mlserver_sklearn.SKLearnModel",
             "parameters": {"uri": "./model.joblib", "version": "1"},
             "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, case.width]}],
-            "outputs": [{"name": o, "datatype": "INT64" if o == "predict" else "FP64", "shape": [-1, 1] if o == "predict" else [-1, 4]} for o in case.outputs],
+            "outputs": mlserver_outputs(estimator, case.outputs),
         }, indent=2))  # fmt: skip
     (ml_root / "settings.json").write_text(json.dumps(mlserver_settings, indent=2))
     return tw_root, ml_root
@@ -408,6 +442,8 @@ def run(settings: Settings, venv: pathlib.Path, workdir: pathlib.Path) -> dict[s
                 for _, case in models.values():
                     for batch in settings.batches:
                         for conc in settings.concurrency:
+                            if conc < case.min_concurrency:
+                                continue
                             order = servers if rnd % 2 == 0 else list(reversed(servers))
                             for server in order:
                                 progress(f"round {rnd + 1}/{settings.rounds}: {server.name} {case.name} batch {batch} concurrency {conc} ...")

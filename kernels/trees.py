@@ -242,3 +242,66 @@ def score_trees_general_parallel(X, nodes, kind, cat_start, cat_nbits, cat_other
                 n = _step_general(nodes, kind, cat_start, cat_nbits, cat_other, cat_words, X, row, n)
             _add_leaf(out, row, tree_output[t], leaf_slot, leaf_value, n)
     _finish(out, base, divisor)
+
+
+# --- raw scores to outputs ------------------------------------------------------------
+
+IDENTITY, EXP, LOGISTIC, SOFTMAX, PROBA = 0, 1, 2, 3, 4
+BY_PROBA, RAW_POSITIVE, RAW_NONNEGATIVE = 0, 1, 2
+
+
+@kernel
+def apply_link(raw, link, scale, out):  # type: ignore[no-untyped-def]
+    """out = link(raw): identity, exp, or the logistic 1 / (1 + exp(-scale * raw))."""
+    for i in range(raw.shape[0]):
+        for k in range(raw.shape[1]):
+            r = raw[i, k]
+            if link == EXP:
+                out[i, k] = np.exp(r)
+            elif link == LOGISTIC:
+                out[i, k] = 1.0 / (1.0 + np.exp(-scale * r))
+            else:
+                out[i, k] = r
+
+
+@kernel
+def classify(raw, link, scale, rule, proba, index):  # type: ignore[no-untyped-def]
+    """Class probabilities and the predicted class's index from raw scores.
+
+    LOGISTIC with one raw column: p = 1 / (1 + exp(-scale * raw)), proba [1 - p, p], class 1 by `rule`
+    (BY_PROBA: p > 0.5; RAW_POSITIVE: raw > 0; RAW_NONNEGATIVE: raw >= 0). LOGISTIC with several:
+    a sigmoid per class (one-vs-all, not normalised). SOFTMAX: exp(raw - max) / sum, the class of the
+    highest raw score. PROBA: raw already is the probabilities. Ties go to the first class."""
+    n_raw = raw.shape[1]
+    for i in range(raw.shape[0]):
+        if link == LOGISTIC and n_raw == 1:
+            r = raw[i, 0]
+            p = 1.0 / (1.0 + np.exp(-scale * r))
+            proba[i, 0] = 1.0 - p
+            proba[i, 1] = p
+            if rule == RAW_POSITIVE:
+                index[i] = 1 if r > 0.0 else 0
+            elif rule == RAW_NONNEGATIVE:
+                index[i] = 1 if r >= 0.0 else 0
+            else:
+                index[i] = 1 if p > 0.5 else 0
+            continue
+        best = 0
+        if link == SOFTMAX:
+            top = raw[i, 0]
+            for k in range(1, n_raw):
+                if raw[i, k] > top:
+                    top, best = raw[i, k], k
+            total = 0.0
+            for k in range(n_raw):
+                total += np.exp(raw[i, k] - top)
+            for k in range(n_raw):
+                proba[i, k] = np.exp(raw[i, k] - top) / total
+        else:
+            top = -np.inf
+            for k in range(n_raw):
+                p = 1.0 / (1.0 + np.exp(-scale * raw[i, k])) if link == LOGISTIC else raw[i, k]
+                proba[i, k] = p
+                if p > top:
+                    top, best = p, k
+        index[i] = best

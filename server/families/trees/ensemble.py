@@ -38,11 +38,15 @@ from typing import Any
 
 import numpy as np
 
-ZERO_THRESHOLD = float(np.float32(1e-35))  # LightGBM's kZeroThreshold, the float literal 1e-35f
+from tensorwire.kernels import trees
+
+ZERO_THRESHOLD = trees.ZERO_THRESHOLD
 
 TASKS = ("regression", "classification", "isolation")
 BINARY_RULES = ("proba", "raw_positive", "raw_nonnegative")
 CAT_RULES = ("truncate", "exact", "nonnegative")
+LINK_CODES = {"identity": trees.IDENTITY, "exp": trees.EXP, "logistic": trees.LOGISTIC, "softmax": trees.SOFTMAX, "proba": trees.PROBA}
+RULE_CODES = {"proba": trees.BY_PROBA, "raw_positive": trees.RAW_POSITIVE, "raw_nonnegative": trees.RAW_NONNEGATIVE}
 LINKS = {
     "regression": ("identity", "exp", "logistic"),
     "classification": ("logistic", "softmax", "proba"),
@@ -256,18 +260,22 @@ class Head:
             self.names = ("predict", "decision_function", "score_samples")
 
     def outputs(self, raw: np.ndarray, names: Any, dtype: np.dtype) -> list[np.ndarray]:  # type: ignore[type-arg]
-        """The named outputs of raw scores [n, n_raw] (float64)."""
+        """The named outputs of raw scores [n, n_raw] (float64), as arrays of dtype (labels: their own)."""
+        n = raw.shape[0]
         results: dict[str, np.ndarray] = {}
         if self.task == "regression":
-            predict = _link(self.link, raw, self.link_scale)
-            results["predict"] = (predict[:, 0] if self.n_raw == 1 else predict).astype(dtype)
+            predict = np.empty((n, self.n_raw), dtype=dtype)
+            trees.apply_link(raw, LINK_CODES[self.link], self.link_scale, predict)
+            results["predict"] = predict[:, 0] if self.n_raw == 1 else predict
         elif self.task == "classification":
-            proba = self._proba(raw)
-            if "predict" in names:
-                assert self.labels is not None
-                results["predict"] = self.labels[self._class_index(raw, proba)]
-            results["predict_proba"] = proba.astype(dtype)
-            results["decision_function"] = (raw[:, 0] if self.n_raw == 1 else raw).astype(dtype)
+            assert self.labels is not None
+            proba = np.empty((n, self.labels.shape[0]), dtype=dtype)
+            index = np.empty(n, dtype=np.int64)
+            trees.classify(raw, LINK_CODES[self.link], self.link_scale, RULE_CODES[self.binary_rule], proba, index)
+            results["predict"] = self.labels[index]
+            results["predict_proba"] = proba
+            if "decision_function" in names:
+                results["decision_function"] = (raw[:, 0] if self.n_raw == 1 else raw).astype(dtype)
         else:
             score = -np.exp2(-raw[:, 0])
             decision = score - self.offset
@@ -275,34 +283,3 @@ class Head:
             results["decision_function"] = decision.astype(dtype)
             results["predict"] = np.where(decision < 0, -1, 1).astype(np.int64)
         return [results[name] for name in names]
-
-    def _class_index(self, raw: np.ndarray, proba: np.ndarray) -> np.ndarray:
-        if self.n_raw == 1:
-            if self.binary_rule == "raw_positive":
-                return (raw[:, 0] > 0).astype(np.int64)
-            if self.binary_rule == "raw_nonnegative":
-                return (raw[:, 0] >= 0).astype(np.int64)
-            return (proba[:, 1] > 0.5).astype(np.int64)
-        # softmax is monotone: the raw scores decide without the rounding of exp
-        return np.argmax(raw if self.link == "softmax" else proba, axis=1)
-
-    def _proba(self, raw: np.ndarray) -> np.ndarray:
-        if self.link == "proba":
-            return raw
-        if self.link == "softmax":
-            shifted = np.exp(raw - raw.max(axis=1, keepdims=True))
-            return shifted / shifted.sum(axis=1, keepdims=True)
-        p = _sigmoid(self.link_scale * raw)
-        return np.column_stack([1.0 - p[:, 0], p[:, 0]]) if self.n_raw == 1 else p
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def _link(link: str, raw: np.ndarray, scale: float) -> np.ndarray:
-    if link == "exp":
-        return np.exp(raw)
-    if link == "logistic":
-        return _sigmoid(scale * raw)
-    return raw
