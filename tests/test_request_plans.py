@@ -233,3 +233,40 @@ def test_a_plan_that_cannot_be_made_never_fails_its_request(handler: InferenceHa
     data = request_bytes("ridge", rows(11, 0, "float64"))
     assert handler.model_infer_bytes(data) == full_path(handler, data)
     assert handler.plan_of(data) is None
+
+
+@pytest.fixture(scope="module")
+def tree_handler(tmp_path_factory: pytest.TempPathFactory) -> InferenceHandler:
+    from sklearn.ensemble import GradientBoostingRegressor, HistGradientBoostingClassifier
+
+    root = tmp_path_factory.mktemp("tree-plans")
+    X = rows(400, 0, "float64")
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    X[::5, 2] = np.nan
+    # 300 trees: many more nodes than a quick request's work allows if every node counted as a parameter
+    tensorwire.export(HistGradientBoostingClassifier(max_iter=300, early_stopping=False, random_state=0).fit(X, y), root / "hgb" / "1", dtype="float32")
+    tensorwire.export(GradientBoostingRegressor(n_estimators=20, random_state=0).fit(np.nan_to_num(X), X[:, 0]), root / "gbr" / "1", dtype="float64")
+    handler = InferenceHandler(ModelRepository(root))
+    handler.repository.load_all()
+    return handler
+
+
+@pytest.mark.parametrize("batch", [1, 32])
+def test_tree_models_are_answered_by_plans_nan_and_all(tree_handler: InferenceHandler, batch: int) -> None:
+    tree_handler.model_infer_bytes(request_bytes("hgb", rows(batch, 0)))
+    for seed in (1, 2):
+        X = rows(batch, seed)
+        X[0, 2] = np.nan  # the model learned missing values: NaN is an answer's input, not an error
+        data = request_bytes("hgb", X)
+        assert tree_handler.plan_of(data) is not None
+        assert tree_handler.model_infer_bytes(data) == full_path(tree_handler, data)
+
+
+def test_a_planned_tree_request_still_refuses_nan_where_the_library_does(tree_handler: InferenceHandler) -> None:
+    tree_handler.model_infer_bytes(request_bytes("gbr", rows(3, 0, "float64")))
+    X = rows(3, 1, "float64")
+    X[1, 4] = np.nan
+    data = request_bytes("gbr", X)
+    assert tree_handler.plan_of(data) is not None
+    with pytest.raises(InvalidRequestError, match=r"model 'gbr' version 1: input 'input' row 1 holds NaN"):
+        tree_handler.model_infer_bytes(data)

@@ -39,6 +39,8 @@ class Scorer(Protocol):
         ...
 
 
+# A scorer may also offer work_per_row: a row's cost in multiply-adds, where its parameter count (the default
+# estimate, server/repository/model_repository.py) says little of it (a tree model reads a path per tree, not every node).
 # A scorer may also offer response_writer(outputs, template, offsets) -> ResponseWriter | None: whole
 # responses for one request plan in one kernel call (server/inference/request_plans.py; the linear scorers do).
 # writer(X, out) -> the first row of X holding NaN or infinity, or -1 once `out` holds the whole response.

@@ -94,7 +94,7 @@ class Model:
             output_names=tuple(o.name for o in manifest.outputs),
             input_dtype=np.dtype("<f4" if manifest.input_datatype == "FP32" else "<f8"),
             fingerprint=fingerprint,
-            work_per_row=max(1, sum(array.size for array in stored.arrays.values())),
+            work_per_row=max(1, getattr(scorer, "work_per_row", None) or sum(array.size for array in stored.arrays.values())),
             batching=batching,
             batcher=None if batching is None else DynamicBatcher(scorer, batching, f"{name}-{version}"),
         )
