@@ -16,7 +16,8 @@ CATEGORICAL_EXACT, ZERO_MISSING), cat_start, cat_nbits int32 [N], cat_other uint
     cat_other says left (1) or right (0); NaN takes `child`. CATEGORICAL_EXACT: as CATEGORICAL,
     but a value that is not a whole number is one of the "elsewhere"; CATEGORICAL_NONNEGATIVE:
     so is any negative value (-0.5 too). NAN_ONLY: NaN takes `child`, every number (±inf too)
-    `child + 1` (a split at +inf where NaN goes right: "x <= inf" has no strict form). ZERO_MISSING: |x| <= 1e-35 takes
+    `child + 1` (e.g. "x <= +inf" where NaN goes right: no "sign * x > T" says it); ZERO_NAN_ONLY:
+    the same with |x| <= 1e-35 taking `child` as NaN does. ZERO_MISSING: |x| <= 1e-35 takes
     `child`, as NaN does. The *_general kernels read these; the others never pay for them.
 
 Speed comes from overlapping independent descents: LANES of them advance one step at a
@@ -34,7 +35,7 @@ from numba import prange
 
 from tensorwire.kernels.config import kernel, parallel_kernel
 
-NUMERIC, CATEGORICAL, ZERO_MISSING, CATEGORICAL_EXACT, CATEGORICAL_NONNEGATIVE, NAN_ONLY = 0, 1, 2, 3, 4, 5
+NUMERIC, CATEGORICAL, ZERO_MISSING, CATEGORICAL_EXACT, CATEGORICAL_NONNEGATIVE, NAN_ONLY, ZERO_NAN_ONLY = 0, 1, 2, 3, 4, 5, 6
 ZERO_THRESHOLD = float(np.float32(1e-35))  # LightGBM's kZeroThreshold, the float literal 1e-35f
 ROW_BLOCK = 64
 LANES = 8  # unrolled by hand below
@@ -202,7 +203,9 @@ def _step_general(nodes, kind, cat_start, cat_nbits, cat_other, cat_words, X, ro
         return node.child + np.uint32(node.sign * x > node.threshold)
     if np.isnan(x):
         return node.child
-    if k == NAN_ONLY:
+    if k == NAN_ONLY or k == ZERO_NAN_ONLY:
+        if k == ZERO_NAN_ONLY and abs(np.float64(x)) <= ZERO_THRESHOLD:
+            return node.child
         return node.child + np.uint32(1)
     if k == ZERO_MISSING:
         if abs(np.float64(x)) <= ZERO_THRESHOLD:

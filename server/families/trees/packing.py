@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tensorwire.kernels.trees import CATEGORICAL, CATEGORICAL_EXACT, CATEGORICAL_NONNEGATIVE, NAN_ONLY, NODE_FP32, NODE_FP64, NUMERIC, ZERO_MISSING
+from tensorwire.kernels.trees import CATEGORICAL, CATEGORICAL_EXACT, CATEGORICAL_NONNEGATIVE, NAN_ONLY, NODE_FP32, NODE_FP64, NUMERIC, ZERO_MISSING, ZERO_NAN_ONLY
 from tensorwire.server.families.trees.ensemble import TreeEnsemble
 
 
@@ -39,6 +39,8 @@ def pack(ensemble: TreeEnsemble, input_dtype: Any) -> dict[str, np.ndarray]:
     with np.errstate(over="ignore", invalid="ignore"):
         T = _at_or_below(ensemble.threshold, dtype, strict=ensemble.comparison == "lt")
         flipped = np.nextafter(-T, dtype.type(-np.inf))  # -next_up(T)
+    if ensemble.comparison == "lt":  # "x < -inf" holds for no number: flipped, every number goes to the first child
+        flipped = np.where(ensemble.threshold == -np.inf, dtype.type(np.inf), flipped)
     order, first_child = _layout(ensemble)
     n = order.shape[0]
     old = order  # old[new] = the ensemble's node at packed position new
@@ -105,11 +107,14 @@ def _new_roots(ensemble: TreeEnsemble, old: np.ndarray) -> np.ndarray:
 
 
 def _nan_only(ensemble: TreeEnsemble) -> np.ndarray:
-    """Numeric splits at +inf that send NaN right: every number goes left, which no "sign * x > T" says."""
+    """Numeric splits that send every number, ±inf included, the other way from NaN, which no "sign * x > T" says:
+    "x <= +inf" with NaN going right, "x < -inf" (never) with NaN going left."""
     numeric = ensemble.left >= 0
     if ensemble.categorical is not None:
         numeric &= ~ensemble.categorical
-    return numeric & ~ensemble.missing_left & (ensemble.threshold == np.inf)
+    if ensemble.comparison == "le":
+        return numeric & ~ensemble.missing_left & (ensemble.threshold == np.inf)
+    return numeric & ensemble.missing_left & (ensemble.threshold == -np.inf)
 
 
 def _has_special_nodes(ensemble: TreeEnsemble) -> bool:
@@ -126,7 +131,8 @@ def _special_arrays(ensemble: TreeEnsemble, old: np.ndarray, internal: np.ndarra
     kind = np.full(n, NUMERIC, dtype=np.int8)
     if ensemble.zero_missing is not None:
         kind[internal & ensemble.zero_missing[old]] = ZERO_MISSING
-    kind[_nan_only(ensemble)[old]] = NAN_ONLY
+    nan_only = _nan_only(ensemble)[old]
+    kind[nan_only] = np.where(kind[nan_only] == ZERO_MISSING, ZERO_NAN_ONLY, NAN_ONLY)
     cat_start = np.zeros(n, dtype=np.int32)
     cat_nbits = np.zeros(n, dtype=np.int32)
     cat_other = np.zeros(n, dtype=np.uint8)
