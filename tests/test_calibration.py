@@ -23,6 +23,7 @@ from sklearn.base import ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.datasets import make_classification
 from sklearn.decomposition import PCA
+from sklearn.ensemble import ExtraTreesClassifier, GradientBoostingClassifier, HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import (
     LogisticRegression,
@@ -36,7 +37,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, PolynomialFeatures, StandardScaler
 from sklearn.svm import SVC, LinearSVC, NuSVC
-from sklearn.tree import DecisionTreeClassifier
+from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
 
 import tensorwire
 from tensorwire.client import InferenceClient
@@ -69,6 +70,13 @@ CLASSIFIERS: dict[str, Callable[[], Any]] = {
     "Pipeline(StandardScaler, SVC)": lambda: make_pipeline(StandardScaler(), SVC()),
     "Pipeline(MinMaxScaler, PCA, LogisticRegression)": lambda: make_pipeline(MinMaxScaler(), PCA(3), LogisticRegression()),
     "CalibratedClassifierCV(LinearSVC)": lambda: CalibratedClassifierCV(LinearSVC(), cv=2),  # calibrated on predict_proba
+    # trees: predict_proba (forests) or decision_function (boosting)
+    "DecisionTreeClassifier": lambda: DecisionTreeClassifier(max_depth=4, random_state=0),
+    "ExtraTreeClassifier": lambda: ExtraTreeClassifier(max_depth=4, random_state=0),
+    "RandomForestClassifier": lambda: RandomForestClassifier(n_estimators=5, max_depth=4, random_state=0),
+    "ExtraTreesClassifier": lambda: ExtraTreesClassifier(n_estimators=5, max_depth=4, random_state=0),
+    "GradientBoostingClassifier": lambda: GradientBoostingClassifier(n_estimators=10, max_depth=2, random_state=0),
+    "HistGradientBoostingClassifier": lambda: HistGradientBoostingClassifier(max_iter=10, random_state=0),
 }
 METHODS = ("sigmoid", "isotonic")
 
