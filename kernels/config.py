@@ -44,6 +44,11 @@ def request_kernel(func: F) -> F:
     return numba.njit(**{**JIT_OPTIONS, "nogil": False})(func)  # type: ignore[no-any-return]
 
 
+def inlined(func: F) -> F:
+    """Compile a small helper that numba inlines into every kernel calling it (in its IR, before LLVM sees it)."""
+    return numba.njit(inline="always", **JIT_OPTIONS)(func)  # type: ignore[no-any-return]
+
+
 def parallel_kernel(func: F) -> F:
     """Compile a kernel whose outer loop is numba.prange, for batches of PARALLEL_MIN_ROWS or more."""
     return numba.njit(parallel=True, **JIT_OPTIONS)(func)  # type: ignore[no-any-return]

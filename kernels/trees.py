@@ -29,11 +29,10 @@ tree passes over it.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import prange
 
-from tensorwire.kernels.config import kernel, parallel_kernel
+from tensorwire.kernels.config import inlined, kernel, parallel_kernel
 
 NUMERIC, CATEGORICAL, ZERO_MISSING, CATEGORICAL_EXACT, CATEGORICAL_NONNEGATIVE, NAN_ONLY, ZERO_NAN_ONLY = 0, 1, 2, 3, 4, 5, 6
 ZERO_THRESHOLD = float(np.float32(1e-35))  # LightGBM's kZeroThreshold, the float literal 1e-35f
@@ -44,25 +43,25 @@ NODE_FP32 = np.dtype([("threshold", "<f4"), ("sign", "<f4"), ("feature", "<u4"),
 NODE_FP64 = np.dtype([("threshold", "<f8"), ("sign", "<f8"), ("feature", "<u4"), ("child", "<u4")])
 
 
-@numba.njit(inline="always")
+@inlined
 def _step(nodes, X, row, n):  # type: ignore[no-untyped-def]
     node = nodes[n]
     return node.child + np.uint32(node.sign * X[row, node.feature] > node.threshold)
 
 
-@numba.njit(inline="always")
+@inlined
 def _at_leaf(nodes, n):  # type: ignore[no-untyped-def]
     return nodes[n].child == n
 
 
-@numba.njit(inline="always")
+@inlined
 def _descend(nodes, X, row, n):  # type: ignore[no-untyped-def]
     while not _at_leaf(nodes, n):
         n = _step(nodes, X, row, n)
     return n
 
 
-@numba.njit(inline="always")
+@inlined
 def _add_leaf(out, row, column, leaf_slot, leaf_value, n):  # type: ignore[no-untyped-def]
     slot = leaf_slot[n]
     for k in range(leaf_value.shape[1]):
@@ -194,7 +193,7 @@ def score_trees_parallel(X, nodes, leaf_slot, leaf_value, tree_root, tree_min_de
 # --- models with categorical or zero-as-missing splits ---------------------------------
 
 
-@numba.njit(inline="always")
+@inlined
 def _step_general(nodes, kind, cat_start, cat_nbits, cat_other, cat_words, X, row, n):  # type: ignore[no-untyped-def]
     node = nodes[n]
     x = X[row, node.feature]

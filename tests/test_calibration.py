@@ -34,6 +34,7 @@ from sklearn.linear_model import (
     SGDClassifier,
 )
 from sklearn.multiclass import OneVsRestClassifier
+from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, PolynomialFeatures, StandardScaler
 from sklearn.svm import SVC, LinearSVC, NuSVC
@@ -308,9 +309,9 @@ def test_refusals(data: dict[int, tuple[np.ndarray, np.ndarray]], tmp_path: path
     temperature = fit(CalibratedClassifierCV(LogisticRegression(), method="temperature", cv=3), X, y)
     with pytest.raises(ValueError, match="method 'temperature' is not supported"):
         export(temperature, tmp_path / "t" / "1")
-    tree = fit(CalibratedClassifierCV(DecisionTreeClassifier(random_state=0), cv=3), X, y)
-    with pytest.raises(TypeError, match=r"CalibratedClassifierCV \(calibrated classifier 1 of 3\).*no exporter for DecisionTreeClassifier"):
-        export(tree, tmp_path / "d" / "1")
+    bayes = fit(CalibratedClassifierCV(GaussianNB(), cv=3), X, y)
+    with pytest.raises(TypeError, match=r"CalibratedClassifierCV \(calibrated classifier 1 of 3\).*no exporter for GaussianNB"):
+        export(bayes, tmp_path / "d" / "1")
     poly = fit(CalibratedClassifierCV(make_pipeline(PolynomialFeatures(), LogisticRegression()), cv=3), X, y)
     with pytest.raises(TypeError, match="PolynomialFeatures"):
         export(poly, tmp_path / "p" / "1")
