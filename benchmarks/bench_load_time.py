@@ -11,6 +11,7 @@ is the linear model (logistic regression) of the walking skeleton.
 
     python benchmarks/bench_load_time.py            # all families, ~1-3 minutes cold on 2 cores
     python benchmarks/bench_load_time.py --only svc kmeans
+    python benchmarks/bench_load_time.py --only trees "trees (LightGBM)"   # the 1,000-tree models (LightGBM's only where it is installed)
 
 Columns: import (s) = importing the server and numpy in the fresh process; load (s)
 = Model.load; 1 row (µs) = one more 1-row score after load (no compilation may be
@@ -73,7 +74,29 @@ def models(n_features: int = 20) -> dict[str, tuple[str, Callable[[], Any]]]:
         "projection": ("StandardScaler + PCA whiten, 5 components", lambda: make_pipeline(StandardScaler(), PCA(5, whiten=True)).fit(X)),
         "staged svc": ("StandardScaler + PCA + SVC rbf (a projection stage)", lambda: make_pipeline(StandardScaler(), PCA(8), SVC()).fit(X, y)),
         "staged kmeans": ("Normalizer + TruncatedSVD + MiniBatchKMeans", lambda: make_pipeline(Normalizer(), TruncatedSVD(6, random_state=0), MiniBatchKMeans(5, n_init=1, random_state=0)).fit(X)),
+        "trees": ("HistGradientBoostingClassifier, 1,000 trees of 31 leaves", lambda: _hgb_1000(X, y)),
+        **({"trees (LightGBM)": ("LightGBM LGBMClassifier, 1,000 trees of 31 leaves", lambda: _lightgbm_1000(X, y))} if _has("lightgbm") else {}),
     }
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _hgb_1000(X: np.ndarray, y: np.ndarray) -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    binary = (y > 1).astype(int)  # one tree per iteration
+    return HistGradientBoostingClassifier(max_iter=1000, early_stopping=False, random_state=0).fit(X, binary)
+
+
+def _lightgbm_1000(X: np.ndarray, y: np.ndarray) -> Any:
+    import lightgbm
+
+    binary = (y > 1).astype(int)
+    return lightgbm.LGBMClassifier(n_estimators=1000, num_leaves=31, min_child_samples=5, random_state=0, verbose=-1).fit(X, binary)
 
 
 def run_child(path: pathlib.Path, cache: pathlib.Path) -> dict[str, float]:

@@ -601,10 +601,11 @@ def versions() -> dict[str, str]:
 
     out = {"python": platform.python_version()}
     for package in ("numpy", "numba", "scikit-learn", "lightgbm", "xgboost", "onnxruntime", "skl2onnx", "onnxmltools", "onnx", "threadpoolctl", "tensorwire"):
-        try:
-            out[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            out[package] = "not installed"
+        out[package] = "not installed"
+        for distribution in (package, f"{package}-cpu"):  # the test extra installs xgboost as xgboost-cpu
+            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+                out[package] = importlib.metadata.version(distribution)
+                break
     return out
 
 

@@ -272,7 +272,8 @@ class Head:
             proba = np.empty((n, self.labels.shape[0]), dtype=dtype)
             index = np.empty(n, dtype=np.int64)
             trees.classify(raw, LINK_CODES[self.link], self.link_scale, RULE_CODES[self.binary_rule], proba, index)
-            results["predict"] = self.labels[index]
+            if "predict" in names:
+                results["predict"] = self.labels[index]
             results["predict_proba"] = proba
             if "decision_function" in names:
                 results["decision_function"] = (raw[:, 0] if self.n_raw == 1 else raw).astype(dtype)
