@@ -77,6 +77,7 @@ from bench_protocol_modes import (
     synthetic_data,
     wait_ready,
 )
+from peer_venvs import clean_env, older, venv_python
 
 MLSERVER_VERSION = "1.7.1"
 DEFAULT_VENV = ROOT / "build" / "mlserver-venv"
@@ -105,10 +106,6 @@ def sklearn_version() -> str:
     return str(sklearn.__version__)
 
 
-def venv_python(venv: pathlib.Path) -> pathlib.Path:
-    return venv / "bin" / "python"
-
-
 def installed_versions(venv: pathlib.Path) -> dict[str, str] | None:
     """MLServer's, its runtime's and scikit-learn's versions in the venv, or None when it cannot import them."""
     python = venv_python(venv)
@@ -128,7 +125,7 @@ def ensure_venv(venv: pathlib.Path) -> dict[str, str]:
     """Reuse the venv when it holds MLServer 1.7.1 and this scikit-learn; otherwise (re)create it and pip install."""
     wanted = {"mlserver": MLSERVER_VERSION, "mlserver-sklearn": MLSERVER_VERSION, "scikit-learn": sklearn_version()}
     versions = installed_versions(venv)
-    if versions is not None and all(versions.get(k) == v for k, v in wanted.items()) and _older(versions.get("uvloop", ""), UVLOOP_BELOW):
+    if versions is not None and all(versions.get(k) == v for k, v in wanted.items()) and older(versions.get("uvloop", ""), UVLOOP_BELOW):
         progress(f"reusing {venv} ({versions})")
         return versions
     requirements = [f"{name}=={version}" for name, version in wanted.items()] + [f"uvloop<{UVLOOP_BELOW}"]
@@ -151,23 +148,6 @@ def ensure_venv(venv: pathlib.Path) -> dict[str, str]:
     return versions
 
 
-def _older(version: str, bound: str) -> bool:
-    try:
-        return tuple(int(x) for x in version.split(".")[:2]) < tuple(int(x) for x in bound.split("."))
-    except ValueError:
-        return False
-
-
-def clean_env(venv: pathlib.Path) -> dict[str, str]:
-    """This environment without tensorwire's virtualenv, with MLServer's first on PATH and one BLAS thread per process."""
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-    path = [p for p in env.get("PATH", "").split(os.pathsep) if p and not p.startswith(sys.prefix)]
-    env["PATH"] = os.pathsep.join([str(venv / "bin"), *path])
-    env["VIRTUAL_ENV"] = str(venv)
-    env["PYTHONUNBUFFERED"] = "1"
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = "1"  # parallelism comes from worker processes, as in tensorwire (one kernel thread per worker)
-    return env
 
 
 # ---- models --------------------------------------------------------------------------------------------
@@ -321,8 +301,9 @@ def check_answers(servers: Sequence[Server], models: dict[str, tuple[Any, ModelC
 def prewarm(servers: Sequence[Server], models: dict[str, tuple[Any, ModelCase]], batches: Sequence[int]) -> None:
     """Every batch size to every model on 8 connections per server, so every worker process has served each before timing."""
     import grpc
-    from tensorwire.client.channels import channel_options
+
     from tensorwire.client.bench import UNARY_METHOD
+    from tensorwire.client.channels import channel_options
 
     for server in servers:
         channels = [grpc.insecure_channel(server.url, options=channel_options(i, max_message_bytes=64 << 20, keepalive=None, extra=())) for i in range(8)]

@@ -83,8 +83,9 @@ from types import FrameType
 from typing import Any
 
 import numpy as np
+from peer_venvs import clean_env, older, venv_python  # noqa: E402 - a sibling script module (benchmarks/ is the script's folder)
 
-# Module level imports stop here (stdlib + numpy): the lleaves worker imports this file in lleaves' virtualenv.
+# Module level imports stop here (stdlib + numpy + peer_venvs): the lleaves worker imports this file in lleaves' virtualenv.
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -360,10 +361,6 @@ class SetupError(Exception):
     """lleaves' virtualenv could not be made: the lleaves column says why."""
 
 
-def venv_python(venv: pathlib.Path) -> pathlib.Path:
-    return venv / "bin" / "python"
-
-
 def run_child(command: Sequence[str], timeout_s: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """subprocess.run in a process group of its own, which is killed whole (pip's and venv's own children
     included) when the command times out or this script is interrupted (Ctrl-C, SIGTERM)."""
@@ -376,18 +373,6 @@ def run_child(command: Sequence[str], timeout_s: float, env: dict[str, str] | No
             child.wait()
             raise
     return subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
-
-
-def clean_env(venv: pathlib.Path) -> dict[str, str]:
-    """This environment without tensorwire's virtualenv, with lleaves' first on PATH and one thread per library."""
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-    path = [p for p in env.get("PATH", "").split(os.pathsep) if p and not p.startswith(sys.prefix)]
-    env["PATH"] = os.pathsep.join([str(venv / "bin"), *path])
-    env["VIRTUAL_ENV"] = str(venv)
-    env["PYTHONUNBUFFERED"] = "1"
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = "1"
-    return env
 
 
 def lightgbm_version() -> str:
@@ -411,18 +396,11 @@ def installed_versions(venv: pathlib.Path) -> dict[str, str] | None:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def _older(version: str, bound: str) -> bool:
-    try:
-        return tuple(int(x) for x in version.split(".")[:2]) < tuple(int(x) for x in bound.split("."))
-    except ValueError:
-        return False
-
-
 def ensure_venv(venv: pathlib.Path) -> dict[str, str]:
     """Reuse the venv when it holds lleaves 1.3.0, an llvmlite below 0.45 and this LightGBM; otherwise (re)fill it from PyPI."""
     wanted = {"lleaves": LLEAVES_VERSION, "lightgbm": lightgbm_version()}
     versions = installed_versions(venv)
-    if versions is not None and all(versions.get(k) == v for k, v in wanted.items()) and _older(versions.get("llvmlite", ""), LLVMLITE_BELOW):
+    if versions is not None and all(versions.get(k) == v for k, v in wanted.items()) and older(versions.get("llvmlite", ""), LLVMLITE_BELOW):
         progress(f"reusing {venv} ({versions})")
         return versions
     requirements = [f"{name}=={version}" for name, version in wanted.items()] + [f"llvmlite<{LLVMLITE_BELOW}", "numpy"]

@@ -220,16 +220,21 @@ def _step_general(nodes, kind, cat_start, cat_nbits, cat_other, cat_words, X, ro
     return node.child + np.uint32(left != (node.sign > 0))
 
 
+@inlined
+def _row_general(X, row, nodes, kind, cat_start, cat_nbits, cat_other, cat_words, leaf_slot, leaf_value, tree_root, tree_output, out):  # type: ignore[no-untyped-def]
+    for t in range(tree_root.shape[0]):
+        n = np.uint32(tree_root[t])
+        while not _at_leaf(nodes, n):
+            n = _step_general(nodes, kind, cat_start, cat_nbits, cat_other, cat_words, X, row, n)
+        _add_leaf(out, row, tree_output[t], leaf_slot, leaf_value, n)
+
+
 @kernel
 def score_trees_general(X, nodes, kind, cat_start, cat_nbits, cat_other, cat_words, leaf_slot, leaf_value, tree_root, tree_output, base, divisor, out):  # type: ignore[no-untyped-def]
     """score_trees for models with categorical or zero-as-missing splits: one row, one tree at a time."""
     out[:] = 0.0
     for row in range(X.shape[0]):
-        for t in range(tree_root.shape[0]):
-            n = np.uint32(tree_root[t])
-            while not _at_leaf(nodes, n):
-                n = _step_general(nodes, kind, cat_start, cat_nbits, cat_other, cat_words, X, row, n)
-            _add_leaf(out, row, tree_output[t], leaf_slot, leaf_value, n)
+        _row_general(X, row, nodes, kind, cat_start, cat_nbits, cat_other, cat_words, leaf_slot, leaf_value, tree_root, tree_output, out)
     _finish(out, base, divisor)
 
 
@@ -238,11 +243,7 @@ def score_trees_general_parallel(X, nodes, kind, cat_start, cat_nbits, cat_other
     """score_trees_general with rows spread over threads."""
     out[:] = 0.0
     for row in prange(X.shape[0]):
-        for t in range(tree_root.shape[0]):
-            n = np.uint32(tree_root[t])
-            while not _at_leaf(nodes, n):
-                n = _step_general(nodes, kind, cat_start, cat_nbits, cat_other, cat_words, X, row, n)
-            _add_leaf(out, row, tree_output[t], leaf_slot, leaf_value, n)
+        _row_general(X, row, nodes, kind, cat_start, cat_nbits, cat_other, cat_words, leaf_slot, leaf_value, tree_root, tree_output, out)
     _finish(out, base, divisor)
 
 
