@@ -87,6 +87,8 @@ class NeighborsScorer:
             self.labels = label_array(manifest, classes, str(label_datatype))
             n_classes = len(classes)
             self.codes = self.y[:, 0].astype(np.int64)
+            if self.codes.size and (self.codes.min() < 0 or self.codes.max() >= n_classes or (self.codes != self.y[:, 0]).any()):
+                raise invalid(manifest, f"array 'y' must hold class codes 0..{n_classes - 1}")
         check_outputs(manifest, neighbors_outputs(manifest.input_datatype, str(self.task), self.k, label_datatype, n_classes, n_out))
         self.output_names = frozenset(o.name for o in manifest.outputs)
         self._score(one_row(manifest), ("distances",), parallel=True)  # compile the parallel variant at load too
