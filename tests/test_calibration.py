@@ -35,6 +35,8 @@ from sklearn.linear_model import (
 )
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.naive_bayes import GaussianNB
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, PolynomialFeatures, StandardScaler
 from sklearn.svm import SVC, LinearSVC, NuSVC
@@ -78,6 +80,9 @@ CLASSIFIERS: dict[str, Callable[[], Any]] = {
     "ExtraTreesClassifier": lambda: ExtraTreesClassifier(n_estimators=5, max_depth=4, random_state=0),
     "GradientBoostingClassifier": lambda: GradientBoostingClassifier(n_estimators=10, max_depth=2, random_state=0),
     "HistGradientBoostingClassifier": lambda: HistGradientBoostingClassifier(max_iter=10, random_state=0),
+    # calibrated on predict_proba
+    "KNeighborsClassifier": lambda: KNeighborsClassifier(n_neighbors=5),
+    "MLPClassifier": lambda: MLPClassifier(hidden_layer_sizes=(8,), max_iter=300, random_state=0),
 }
 METHODS = ("sigmoid", "isotonic")
 
