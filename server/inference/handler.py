@@ -370,7 +370,7 @@ def _requested_outputs(model: Model, requested: Sequence[pb.ModelInferRequest.In
     for name in names:
         if name not in model.outputs:
             raise InvalidRequestError(
-                f"model '{model.name}' version {model.version} has no output {shown(name)} (outputs: {list(model.output_names)})"
+                f"model '{model.name}' version {model.version} has no output {shown(name)} (outputs: {list(model.outputs)})"
             )
     if len(set(names)) != len(names):
         raise InvalidRequestError(f"model '{model.name}': an output is requested twice among {listed(names)}")

@@ -25,6 +25,8 @@ FORMAT_VERSION = 1
 MANIFEST_KEY = "__manifest__"
 MAX_MANIFEST_BYTES = 16 << 20  # names, shapes and labels: the parameters themselves are arrays
 INPUT_NAME = "input"
+# Outputs a model lists but computes only for a request that names them (they cost a multiple of a prediction).
+ON_REQUEST_OUTPUTS = frozenset({"contributions"})
 ARRAY_DTYPES = frozenset({"float32", "float64", "int8", "int32", "int64", "uint8", "uint32", "bool"})
 
 

@@ -30,7 +30,7 @@ from tensorwire.server.inference.request_plans import planned_writer
 from tensorwire.server.modeling.registry import Scorer, build_scorer
 from tensorwire.server.repository.layout import CONFIG_FILE, file_fingerprint, is_model_name, model_names, version_numbers
 from tensorwire.server.repository.model_config import DynamicBatching, ModelConfigError, read_model_config
-from tensorwire.server.repository.model_format import MODEL_FILE, Manifest, ModelFormatError, TensorSpec, load_model
+from tensorwire.server.repository.model_format import MODEL_FILE, ON_REQUEST_OUTPUTS, Manifest, ModelFormatError, TensorSpec, load_model
 
 # A request is scored on the event loop (aio engine) when it is this small, about a millisecond of
 # work at most; a longer one goes to the thread pool, so that it never stalls the requests behind it.
@@ -72,7 +72,7 @@ class Model:
     manifest: Manifest
     scorer: Scorer
     outputs: dict[str, TensorSpec]
-    output_names: tuple[str, ...]
+    output_names: tuple[str, ...]  # what a request that names no outputs gets: every output but the ON_REQUEST_OUTPUTS
     input_dtype: np.dtype  # type: ignore[type-arg]
     fingerprint: tuple[int, int, int]
     work_per_row: int  # parameters a row is scored against: a rough cost, to keep long requests off the event loop
@@ -91,7 +91,7 @@ class Model:
             manifest=manifest,
             scorer=scorer,
             outputs={o.name: o for o in manifest.outputs},
-            output_names=tuple(o.name for o in manifest.outputs),
+            output_names=tuple(o.name for o in manifest.outputs if o.name not in ON_REQUEST_OUTPUTS),
             input_dtype=np.dtype("<f4" if manifest.input_datatype == "FP32" else "<f8"),
             fingerprint=fingerprint,
             work_per_row=max(1, getattr(scorer, "work_per_row", None) or sum(array.size for array in stored.arrays.values())),
