@@ -6,7 +6,8 @@ checks that no kernel module calls numba.njit directly.
 
 Environment:
     TENSORWIRE_KERNEL_THREADS   numba threads per process for parallel kernels (default 1:
-                                the server runs one worker process per core)
+                                the server runs one worker process per core, and parallel
+                                variants are neither compiled nor run)
     TENSORWIRE_PARALLEL_ROWS    batch size from which a parallel variant is used
     TENSORWIRE_KERNEL_NOGIL     0 compiles kernels that keep the GIL (default 1: they release it)
     NUMBA_CACHE_DIR             where compiled code is cached (numba's own variable)
@@ -32,6 +33,10 @@ THREAD_BUDGET = int(os.environ.get("TENSORWIRE_KERNEL_THREADS", "1"))
 
 JIT_OPTIONS: dict[str, Any] = {"cache": CACHE, "nogil": NOGIL, "fastmath": FASTMATH}
 
+# Set in a process that forks workers (server/process/template.py): numba's thread pool must not start there,
+# because GNU OpenMP aborts a child forked after its pool started, and compiling a parallel kernel starts it.
+_thread_pool_forbidden = False
+
 
 def kernel(func: F) -> F:
     """Compile a serial kernel with the project's options."""
@@ -54,6 +59,27 @@ def parallel_kernel(func: F) -> F:
     return numba.njit(parallel=True, **JIT_OPTIONS)(func)  # type: ignore[no-any-return]
 
 
+def parallel_enabled() -> bool:
+    """Whether parallel variants run (and are compiled at load): only with more than one kernel thread, never in a forking process."""
+    return THREAD_BUDGET > 1 and not _thread_pool_forbidden
+
+
+def forbid_thread_pool(forbidden: bool = True) -> None:
+    """Keep parallel variants from compiling or running in this process (a process that forks workers), or allow them again."""
+    global _thread_pool_forbidden
+    _thread_pool_forbidden = forbidden
+
+
+def thread_pool_started() -> bool:
+    """Whether numba's threading layer has started in this process (a process that forks must not have started it)."""
+    try:
+        numba.threading_layer()
+    except ValueError:  # numba's answer while no threading layer is initialised
+        return False
+    return True
+
+
 def apply_thread_budget() -> None:
-    """Cap numba's thread pool at THREAD_BUDGET (call once per process, before scoring)."""
-    numba.set_num_threads(max(1, min(THREAD_BUDGET, numba.config.NUMBA_NUM_THREADS)))
+    """Cap numba's thread pool at THREAD_BUDGET (call once per process, before scoring); with one thread it never starts."""
+    if parallel_enabled():
+        numba.set_num_threads(max(1, min(THREAD_BUDGET, numba.config.NUMBA_NUM_THREADS)))

@@ -169,17 +169,18 @@ def client(server: RunningServer) -> Iterator[Any]:
 
 
 def _worker_pids(supervisor_pid: int) -> list[int]:
-    """The worker processes of a supervisor: its children running tensorwire.server.process.worker."""
+    """The worker processes of a supervisor: its children forked by the worker template (named tw-worker-N), or started on their own."""
     found = []
     for entry in pathlib.Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            forked = (entry / "comm").read_text().startswith("tw-worker-")
             spawned = b"tensorwire.server.process.worker" in (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if ppid == supervisor_pid and spawned:
+        if ppid == supervisor_pid and (forked or spawned):
             found.append(int(entry.name))
     return found
 

@@ -302,6 +302,7 @@ def test_parallel_batches(data: dict[int, tuple[np.ndarray, np.ndarray]], tmp_pa
     for dtype in ("float32", "float64"):
         manifest, scorer = exported_scorer(estimator, tmp_path, dtype)
         monkeypatch.setattr(config, "PARALLEL_MIN_ROWS", 64)  # the member scorers take their parallel kernels
+        monkeypatch.setattr(config, "THREAD_BUDGET", 2)
         assert_matches(estimator, manifest, scorer, queries(X, 7)[2], dtype, f"parallel {dtype}")
         monkeypatch.setattr(config, "PARALLEL_MIN_ROWS", 4096)
 

@@ -490,6 +490,7 @@ def test_parallel_path_and_concurrent_calls(tmp_path: pathlib.Path, monkeypatch:
         names = [o.name for o in manifest.outputs]
         serial = [scorer.score(b, names) for b in batches]
         monkeypatch.setattr(config, "PARALLEL_MIN_ROWS", 256)  # every batch takes the parallel variants now
+        monkeypatch.setattr(config, "THREAD_BUDGET", 2)
         results: dict[int, list[np.ndarray]] = {}
 
         def work(i: int, scorer: Scorer = scorer, names: list[str] = names, results: dict[int, list[np.ndarray]] = results) -> None:

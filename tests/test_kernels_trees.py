@@ -137,4 +137,5 @@ def test_kernels_add_the_reference_leaves(case: dict[str, Any], dtype: Any, seed
     for rows in (1, 7, 16, 17, 64, 150):  # one row at a time, blocks of whole lanes, blocks with a remainder
         np.testing.assert_array_equal(served_outputs(ensemble, X[:rows], dtype)["predict"], expected[:rows].astype(dtype))
     monkeypatch.setattr(config, "PARALLEL_MIN_ROWS", 1)
+    monkeypatch.setattr(config, "THREAD_BUDGET", 2)
     np.testing.assert_array_equal(served_outputs(ensemble, X, dtype)["predict"], expected.astype(dtype))

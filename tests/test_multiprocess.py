@@ -275,7 +275,7 @@ def test_killing_the_supervisor_leaves_no_orphan_worker(start_tensorwire: Any, w
     assert all(not pathlib.Path(f"/proc/{pid}").exists() or "Z" in _state(pid) for pid in workers)
 
 
-def test_the_supervisor_has_no_child_but_its_workers(start_tensorwire: Any, worker_pids: Any, repository: pathlib.Path) -> None:
+def test_the_supervisor_has_no_child_but_its_workers_and_their_template(start_tensorwire: Any, worker_pids: Any, repository: pathlib.Path) -> None:
     """Workers are started without multiprocessing's spawn, whose resource tracker would be one more process."""
     server = start_tensorwire(repository, "--workers", "2")
     wait_for_log(server, r"worker \d ready(.|\n)*worker \d ready")
@@ -284,7 +284,9 @@ def test_the_supervisor_has_no_child_but_its_workers(start_tensorwire: Any, work
         for entry in pathlib.Path("/proc").iterdir()
         if entry.name.isdigit() and _parent(int(entry.name)) == server.process.pid
     ]
-    assert sorted(children) == sorted(worker_pids(server.process.pid)) and len(children) == 2
+    workers = worker_pids(server.process.pid)
+    assert len(workers) == 2 and set(workers) < set(children)
+    assert [pathlib.Path(f"/proc/{pid}/comm").read_text().strip() for pid in set(children) - set(workers)] == ["tw-template"]
 
 
 def _parent(pid: int) -> int:

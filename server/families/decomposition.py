@@ -13,12 +13,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.decomposition import PCA, TruncatedSVD
 
 from tensorwire.kernels import decomposition
 from tensorwire.server.modeling.pipelines import STEP_MAPS, Plan, Preprocessing, Projection, ProjectStage, exported, maps_of_steps, plan
 from tensorwire.server.modeling.registry import Exported, describe, exports, register
-from tensorwire.server.modeling.scorer_support import FLOAT_DTYPES, Inputs, check_outputs, check_request, is_parallel, one_row, projection
+from tensorwire.server.modeling.scorer_support import FLOAT_DTYPES, Inputs, check_outputs, check_request, compiles_parallel, is_parallel, one_row, projection
 from tensorwire.server.repository.model_format import Manifest, TensorSpec
 
 
@@ -36,7 +35,8 @@ class ProjectionScorer:
         self.inputs = Inputs(manifest, arrays)
         self.proj = projection(manifest, arrays, "", self.inputs.width)
         check_outputs(manifest, projection_outputs(manifest.input_datatype, self.proj[0].shape[1]))
-        self._transform(one_row(manifest), parallel=True)  # compile the parallel variant at load too
+        if compiles_parallel():  # the parallel variants too, where a batch can take them
+            self._transform(one_row(manifest), parallel=True)
 
     def score(self, X: np.ndarray, outputs: Sequence[str]) -> list[np.ndarray]:
         check_request(self.manifest, ("transform",), outputs, X)
@@ -56,7 +56,7 @@ def projection_scorer(manifest: Manifest, arrays: dict[str, np.ndarray]) -> Proj
     return ProjectionScorer(manifest, arrays)
 
 
-@exports(PCA, TruncatedSVD, kind="projection")
+@exports("sklearn.decomposition.PCA", "sklearn.decomposition.TruncatedSVD", kind="projection")
 def _projection(estimator: Any, prep: Preprocessing | None, datatype: str) -> Exported:
     final = STEP_MAPS[type(estimator)](estimator)
     assert isinstance(final, Projection)

@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.cluster import KMeans, MiniBatchKMeans
 
 from tensorwire.kernels import kmeans
 from tensorwire.server.modeling.pipelines import Preprocessing, exported, planned
 from tensorwire.server.modeling.registry import Exported, exports, register
-from tensorwire.server.modeling.scorer_support import FLOAT_DTYPES, Inputs, check_outputs, check_request, float_array, is_parallel, one_row
+from tensorwire.server.modeling.scorer_support import FLOAT_DTYPES, Inputs, check_outputs, check_request, compiles_parallel, float_array, is_parallel, one_row
 from tensorwire.server.repository.model_format import Manifest, TensorSpec
 
 
@@ -42,7 +41,8 @@ class KMeansScorer:
         self.center_sq_norms = float_array(manifest, arrays, "center_sq_norms", (self.n_clusters,))
         check_outputs(manifest, kmeans_outputs(manifest.input_datatype, self.n_clusters))
         self.output_names = frozenset(o.name for o in manifest.outputs)
-        self._score(one_row(manifest), ("predict", "transform"), parallel=True)  # compile the parallel variants at load too
+        if compiles_parallel():  # the parallel variants too, where a batch can take them
+            self._score(one_row(manifest), ("predict", "transform"), parallel=True)
 
     def score(self, X: np.ndarray, outputs: Sequence[str]) -> list[np.ndarray]:
         check_request(self.manifest, self.output_names, outputs, X)
@@ -68,7 +68,7 @@ def kmeans_scorer(manifest: Manifest, arrays: dict[str, np.ndarray]) -> KMeansSc
     return KMeansScorer(manifest, arrays)
 
 
-@exports(KMeans, MiniBatchKMeans, kind="kmeans")
+@exports("sklearn.cluster.KMeans", "sklearn.cluster.MiniBatchKMeans", kind="kmeans")
 def _kmeans(estimator: Any, prep: Preprocessing | None, datatype: str) -> Exported:
     centers_t, sq_norms = kmeans.kmeans_params(estimator.cluster_centers_)
     result = planned(estimator, prep, centers_t.shape[0])

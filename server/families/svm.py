@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.svm import SVC, SVR, NuSVC, NuSVR, OneClassSVM
 
 from tensorwire.kernels import svm
 from tensorwire.server.modeling.export_support import class_labels, dense
@@ -36,6 +35,7 @@ from tensorwire.server.modeling.scorer_support import (
     Inputs,
     check_outputs,
     check_request,
+    compiles_parallel,
     float_array,
     int_array,
     invalid,
@@ -131,7 +131,8 @@ class _SVMScorer:
     def _ready(self, manifest: Manifest, expected: list[TensorSpec]) -> None:
         check_outputs(manifest, expected)
         self.output_names = frozenset(o.name for o in manifest.outputs)
-        self._score(one_row(manifest), [o.name for o in manifest.outputs], parallel=True)  # compile the parallel variants at load too
+        if compiles_parallel():  # the parallel variants too, where a batch can take them
+            self._score(one_row(manifest), [o.name for o in manifest.outputs], parallel=True)
 
     def score(self, X: np.ndarray, outputs: Sequence[str]) -> list[np.ndarray]:
         check_request(self.manifest, self.output_names, outputs, X)
@@ -285,7 +286,7 @@ def _svm_arrays(
     return result, arrays, params
 
 
-@exports(SVC, NuSVC, kind="svc")
+@exports("sklearn.svm.SVC", "sklearn.svm.NuSVC", kind="svc")
 def _svc(estimator: Any, prep: Preprocessing | None, datatype: str) -> Exported:
     name = describe(estimator)
     label_datatype, labels = class_labels(estimator.classes_, name)
@@ -310,14 +311,14 @@ def _svc(estimator: Any, prep: Preprocessing | None, datatype: str) -> Exported:
     return exported("svc", result, svc_outputs(datatype, label_datatype, k, shape, probability), arrays, params)
 
 
-@exports(SVR, NuSVR, kind="svr")
+@exports("sklearn.svm.SVR", "sklearn.svm.NuSVR", kind="svr")
 def _svr(estimator: Any, prep: Preprocessing | None, datatype: str) -> Exported:
     coefficients = svm.single_output_coefficients(dense(estimator.dual_coef_))
     result, arrays, params = _svm_arrays(estimator, prep, coefficients, 1)
     return exported("svr", result, svr_outputs(datatype), arrays, params)
 
 
-@exports(OneClassSVM, kind="one_class_svm")
+@exports("sklearn.svm.OneClassSVM", kind="one_class_svm")
 def _one_class_svm(estimator: Any, prep: Preprocessing | None, datatype: str) -> Exported:
     coefficients = svm.single_output_coefficients(dense(estimator.dual_coef_))
     result, arrays, params = _svm_arrays(estimator, prep, coefficients, 1)

@@ -50,8 +50,8 @@ class DynamicBatcher:
         self._rows = 0
         self._cond = threading.Condition()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
-        self._thread.start()
+        self._name = name
+        self._thread: threading.Thread | None = None  # started by the first request: a process that forks workers holds none
 
     def score(self, X: np.ndarray, outputs: Sequence[str], deadline: float | None) -> BatchResult:
         """Queue the rows, wait for the batch they join, return this request's outputs."""
@@ -61,6 +61,9 @@ class DynamicBatcher:
         with self._cond:
             if self._closed:  # the version was swapped out; requests still holding it finish unbatched
                 return BatchResult(self._scorer.score(X, outputs), 0.0, True)
+            if self._thread is None or not self._thread.is_alive():  # not alive: this is a forked worker, the thread stayed behind
+                self._thread = threading.Thread(target=self._run, name=f"batcher-{self._name}", daemon=True)
+                self._thread.start()
             self._queue.append(pending)
             self._rows += X.shape[0]
             self._cond.notify()

@@ -128,8 +128,13 @@ def one_row(manifest: Manifest) -> np.ndarray:
 
 
 def is_parallel(X: np.ndarray) -> bool:
-    """Whether a batch is large enough for the kernels' parallel variants (read at call time, so tests may lower it)."""
-    return X.shape[0] >= config.PARALLEL_MIN_ROWS
+    """Whether a batch takes the kernels' parallel variants: large enough, and more than one kernel thread (read at call time, so tests may change both)."""
+    return X.shape[0] >= config.PARALLEL_MIN_ROWS and config.parallel_enabled()
+
+
+def compiles_parallel() -> bool:
+    """Whether a scorer compiles its kernels' parallel variants at load: only where a batch can take them (is_parallel)."""
+    return config.parallel_enabled()
 
 
 Stage = Callable[[np.ndarray, bool], np.ndarray]

@@ -39,10 +39,10 @@ class Server:
     ordinary threads.
     """
 
-    def __init__(self, config: ServerConfig, *, reuse_port: bool = False) -> None:
+    def __init__(self, config: ServerConfig, *, reuse_port: bool = False, repository: ModelRepository | None = None) -> None:
         self.config = config
         self.handler = InferenceHandler(
-            ModelRepository(config.model_repository, max_model_bytes=config.max_model_bytes, follow_symlinks=config.follow_symlinks),
+            open_repository(config) if repository is None else repository,
             repository_api=config.model_control_mode == "explicit",
             max_rows=config.max_rows,
         )
@@ -72,7 +72,10 @@ class Server:
         """
         apply_thread_budget()
         log.info("loading models from %s", self.config.model_repository)
-        self.handler.repository.load_all(models)
+        self.handler.repository.load_all(models)  # a repository that holds them already keeps those whose files are unchanged
+        if models is not None:
+            for name in set(self.handler.repository.snapshot) - set(models):  # unloaded since the template loaded them
+                self.handler.repository.unload(name)
         self.handler.ready = True
         self.refresh_health()
         self._engine.start()
@@ -94,6 +97,11 @@ class Server:
 
     def wait(self) -> None:
         self._stopped.wait()
+
+
+def open_repository(config: ServerConfig) -> ModelRepository:
+    """The configured model repository, nothing loaded yet."""
+    return ModelRepository(config.model_repository, max_model_bytes=config.max_model_bytes, follow_symlinks=config.follow_symlinks)
 
 
 def serve_single_process(config: ServerConfig) -> None:

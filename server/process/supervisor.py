@@ -1,7 +1,10 @@
 """The supervisor of `tensorwire serve --workers N`: it creates no gRPC object.
 
-It reserves the port, starts N worker processes that each serve it
-(SO_REUSEPORT: the kernel spreads connections over them), restarts a worker
+It reserves the port, starts the worker template (server/process/template.py),
+which loads every model once and forks N worker processes that each serve the
+port (SO_REUSEPORT: the kernel spreads connections over them) and share the
+template's memory; where forking is not available it starts each worker as a
+process of its own. It restarts a worker
 that dies (with back-off), relays repository changes and statistics queries to
 every worker, serves the metrics of all, and on SIGTERM/SIGINT lets the workers
 drain before it exits.
@@ -9,6 +12,7 @@ drain before it exits.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
 import os
@@ -22,6 +26,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from multiprocessing import reduction
 from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import Any
@@ -38,6 +43,7 @@ RESTART_BACKOFF_FIRST = 0.5  # seconds before the first restart of a worker that
 RESTART_BACKOFF_MAX = 30.0
 STABLE_AFTER = 30.0  # a worker that lived this long starts its back-off afresh
 MUTATING_OPS = frozenset({"load", "unload"})
+PR_SET_CHILD_SUBREAPER = 36
 
 
 @contextmanager
@@ -115,10 +121,116 @@ class WorkerProcess:
             self.sentinel = None
 
 
+def become_subreaper() -> bool:
+    """Adopt orphaned descendants (the workers the template forks), so that this process waits for them; whether it could."""
+    if not sys.platform.startswith("linux") or not hasattr(os, "pidfd_open"):
+        return False
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1) == 0  # type: ignore[no-any-return]
+    except OSError:
+        return False
+
+
+class ForkedWorker:
+    """A worker forked by the template and adopted by this process: WorkerProcess's interface over a bare pid."""
+
+    def __init__(self, pid: int, conn: Connection) -> None:
+        self.pid = pid
+        self.conn = conn
+        self.sentinel: int | None = os.pidfd_open(pid)
+        self._exitcode: int | None = None
+
+    @property
+    def exitcode(self) -> int | None:
+        if self._exitcode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped already, or never adopted: nothing more to learn
+                pid, status = self.pid, 255 << 8
+            if pid == self.pid:
+                self._exitcode = os.waitstatus_to_exitcode(status)
+                self._release_sentinel()
+        return self._exitcode
+
+    def is_alive(self) -> bool:
+        return self.exitcode is None
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def join(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.is_alive() and (deadline is None or time.monotonic() < deadline):
+            if self.sentinel is not None:
+                wait([self.sentinel], timeout=0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic())))
+            else:
+                time.sleep(0.01)
+
+    def _signal(self, signum: int) -> None:
+        if self.is_alive():
+            os.kill(self.pid, signum)
+
+    def _release_sentinel(self) -> None:
+        if self.sentinel is not None:
+            os.close(self.sentinel)
+            self.sentinel = None
+
+
+class WorkerTemplate:
+    """`python -m tensorwire.server.process.template`: loads the models once, then forks each worker on request."""
+
+    def __init__(self, args: tuple[Any, ...]) -> None:
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self._popen = subprocess.Popen(
+                [sys.executable, "-m", "tensorwire.server.process.template", str(theirs.fileno())], pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL
+            )
+        self.pid = self._popen.pid
+        self.conn = Connection(ours.detach())
+        self.conn.send(args)  # (config, models, log_level, log_format)
+        self._lock = threading.Lock()
+
+    def wait_ready(self, stopping: threading.Event) -> int | None:
+        """Model versions the template loaded; None if it died or we are stopping first."""
+        while not stopping.is_set():
+            if self.conn.poll(0.2):
+                try:
+                    loaded = self.conn.recv()
+                except (EOFError, OSError):
+                    return None
+                return None if loaded is None else int(loaded)
+            if self._popen.poll() is not None:
+                return None
+        return None
+
+    def is_alive(self) -> bool:
+        return self._popen.poll() is None
+
+    def fork(self, args: tuple[Any, ...]) -> ForkedWorker:
+        """A new worker running worker_main(*args); OSError or EOFError if the template cannot fork one."""
+        ours, theirs = socket.socketpair()
+        with self._lock, theirs:
+            self.conn.send(args)
+            reduction.send_handle(self.conn, theirs.fileno(), self.pid)
+            pid = int(self.conn.recv())
+        return ForkedWorker(pid, Connection(ours.detach()))
+
+    def stop(self) -> None:
+        self.conn.close()  # the template exits on the pipe's EOF
+        try:
+            self._popen.wait(5)
+        except subprocess.TimeoutExpired:
+            self._popen.kill()
+            self._popen.wait()
+
+
 @dataclass
 class WorkerSlot:
     index: int
-    process: WorkerProcess | None = None
+    process: WorkerProcess | ForkedWorker | None = None
     channel: ControlChannel | None = None
     started_at: float = 0.0
     ready: bool = False  # has reported ready at least once
@@ -140,6 +252,7 @@ class Supervisor:
         self._restarts = 0
         self._last_metrics: dict[int, dict[str, Any]] = {}  # by worker pid; dead workers keep their last
         self._announced = False  # the "ready: serving" line, once every worker has first reported ready
+        self._template: WorkerTemplate | None = None
 
     def run(self) -> int:
         with reserve_port(self.config.host, self.config.grpc_port) as port:
@@ -153,21 +266,50 @@ class Supervisor:
                 from tensorwire.server.process.metrics import ServerCollector, serve_metrics
 
                 serve_metrics(self.config, ServerCollector(self.metrics_snapshots, lambda: self._restarts))
+            self._start_template()
             self.slots = [WorkerSlot(i) for i in range(self.config.workers)]
             for slot in self.slots:
-                self._start(slot)
+                if not self._stopping.is_set():
+                    self._start(slot)
             poller = self._start_poller()
             self._watch()
             if poller is not None:
                 poller.stop()
             self._stop_workers()
+            if self._template is not None:
+                self._template.stop()
         log.info("tensorwire stopped")
         return 0
 
     # ---- workers -------------------------------------------------------------
 
+    def _start_template(self) -> None:
+        """Load the models in the worker template, which forks the workers; without one, each worker is a process of its own."""
+        if not become_subreaper():
+            log.info("this platform cannot adopt forked workers: each worker loads the models itself")
+            return
+        started = time.monotonic()
+        template = WorkerTemplate((self.config, self._models, self.log_level, self.log_format))
+        loaded = template.wait_ready(self._stopping)
+        if loaded is None:
+            if not self._stopping.is_set():
+                log.warning("the worker template (pid %d) failed; each worker loads the models itself", template.pid)
+            template.stop()
+            return
+        self._template = template
+        log.info("worker template (pid %d) holds %d model versions after %.2fs; forking %d workers", template.pid, loaded, time.monotonic() - started, self.config.workers)
+
     def _start(self, slot: WorkerSlot) -> None:
-        process = WorkerProcess((self.config, slot.index, self._models, self.log_level, self.log_format))
+        args = (self.config, slot.index, self._models, self.log_level, self.log_format)
+        process: WorkerProcess | ForkedWorker | None = None
+        if self._template is not None:
+            try:
+                process = self._template.fork(args)
+            except (OSError, EOFError) as exc:
+                log.warning("the worker template cannot fork (%s); workers from now on load the models themselves", exc)
+                self._template = None
+        if process is None:
+            process = WorkerProcess(args)
         slot.process, slot.started_at, slot.restart_at = process, time.monotonic(), None
         slot.channel = ControlChannel(process.conn, lambda op, args: self._on_worker_call(slot, op, args), name=f"supervisor<->{slot.index}").start()
         log.info("worker %d started (pid %d)", slot.index, process.pid)

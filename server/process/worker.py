@@ -5,7 +5,9 @@ statistics go through the supervisor. A worker never outlives its supervisor:
 it asks the kernel for SIGTERM when the parent dies, and stops when the control
 pipe closes.
 
-The supervisor starts it as `python -m tensorwire.server.process.worker FD`, FD being
+On Linux the worker template (server/process/template.py) forks workers, which then
+run worker_main with the models it loaded. Elsewhere, or when the template is gone,
+the supervisor starts one as `python -m tensorwire.server.process.worker FD`, FD being
 its end of the control pipe, whose first message holds worker_main's arguments
 (see WorkerProcess in server/process/supervisor.py).
 """
@@ -21,20 +23,34 @@ from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
 
+PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """Ask the kernel for SIGTERM when this process's parent dies (Linux; elsewhere the control pipe's EOF stops it)."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def name_process(name: str) -> None:
+    """The name `ps -o comm` and top show (15 bytes at most): forked workers would otherwise all read as the template."""
+    _prctl(PR_SET_NAME, ctypes.create_string_buffer(name.encode()[:15]))
+
+
+def _prctl(option: int, value: Any) -> None:
     if sys.platform.startswith("linux"):
         try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(option, value)
         except OSError:
-            pass  # the control pipe's EOF still stops us
+            pass
 
 
-def worker_main(config: Any, index: int, conn: Connection, models: list[str] | None, log_level: str, log_format: str) -> None:
-    """Entry point of a spawned worker process."""
-    _die_with_parent()
+def worker_main(
+    config: Any, index: int, conn: Connection, models: list[str] | None, log_level: str, log_format: str, repository: Any = None
+) -> None:
+    """Entry point of a worker process; `repository`, the template's ModelRepository in a forked worker, already holds the models."""
+    die_with_parent()
+    name_process(f"tw-worker-{index}")
     from tensorwire.server.process.logs import configure_logging
 
     configure_logging(log_level, log_format, f"worker-{index}")
@@ -44,7 +60,7 @@ def worker_main(config: Any, index: int, conn: Connection, models: list[str] | N
     from tensorwire.server.process.cluster import SupervisedCluster
     from tensorwire.server.process.control import ControlChannel
 
-    server = Server(config, reuse_port=True)
+    server = Server(config, reuse_port=True, repository=repository)
     server.handler.worker = index
 
     def stop(*_: object) -> None:

@@ -316,7 +316,7 @@ class ModelRepository:
             if previous is not None and previous.model is not None:
                 return VersionStatus(version, READY, f"reload failed, serving the previous copy: {reason}", previous.model)
             return VersionStatus(version, UNAVAILABLE, reason)
-        log.info("model %s version %s ready (%s) in %.3fs", name, version, model.manifest.kind, time.perf_counter() - started)
+        log.info("model %s version %s ready (%s, kind %s) in %.3fs", name, version, model.manifest.estimator, model.manifest.kind, time.perf_counter() - started)
         return VersionStatus(version, READY, model=model)
 
     def get(self, name: str, version: str = "") -> Model:
