@@ -40,6 +40,17 @@ def test_serve_explains_a_missing_repository(tmp_path) -> None:  # type: ignore[
     assert "is not a directory" in result.stderr
 
 
+def test_warm_refuses_a_missing_or_empty_repository_and_names_a_broken_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert tensorwire("warm", str(tmp_path / "nowhere")).returncode == 2
+    (tmp_path / "empty").mkdir()
+    result = tensorwire("warm", str(tmp_path / "empty"))
+    assert result.returncode == 1 and "no model loaded" in result.stderr
+    (tmp_path / "models" / "broken" / "1").mkdir(parents=True)
+    (tmp_path / "models" / "broken" / "1" / "model.npz").write_bytes(b"not a model")
+    result = tensorwire("warm", str(tmp_path / "models"))
+    assert result.returncode == 1 and "broken version 1" in result.stderr
+
+
 def test_serve_explains_a_bad_port(tmp_path) -> None:  # type: ignore[no-untyped-def]
     result = tensorwire("serve", str(tmp_path), "--grpc-port", "70000")
     assert result.returncode == 1

@@ -432,9 +432,8 @@ def test_dockerfile_cache_warming_step_fills_the_numba_cache(tmp_path: pathlib.P
     numba settings and a scratch NUMBA_CACHE_DIR: compiled kernels land there, and a second process
     loads them instead of compiling."""
     final = dockerfile_stages()[-1]
-    (warm,) = [c for c in run_commands(final) if any(arg.endswith("warm_cache.py") for arg in c)]
-    assert warm[0] == "python"
-    command = [sys.executable, *(str(image_path_to_repo(arg)) if arg.startswith("/") else arg for arg in warm[1:])]
+    (warm,) = [c for c in run_commands(final) if c[:2] == ["tensorwire", "warm"]]
+    command = [sys.executable, "-m", "tensorwire", "warm", *(str(image_path_to_repo(arg)) if arg.startswith("/") else arg for arg in warm[2:])]
     assert command[-1] == str(EXAMPLES)
     cache = tmp_path / "numba-cache"
     env = {**os.environ, **dockerfile().envs, "PATH": os.environ["PATH"], "NUMBA_CACHE_DIR": str(cache), "NUMBA_DEBUG_CACHE": "1"}

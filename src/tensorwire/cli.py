@@ -1,4 +1,4 @@
-"""The `tensorwire` command: serve a model repository, or export a pickled estimator."""
+"""The `tensorwire` command: serve a model repository, export a model, or warm the kernel cache."""
 
 from __future__ import annotations
 
@@ -181,6 +181,36 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_warm(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    warm = commands.add_parser(
+        "warm",
+        help="compile every model's kernels into numba's cache, so that the server's first start loads them instead",
+        description="Run once per install (or image build), as the user that serves, with the NUMBA_CACHE_DIR, NUMBA_CPU_NAME and "
+        "TENSORWIRE_KERNEL_THREADS the server will have. Exits 1 if a model does not load or nothing was cached.",
+    )
+    warm.add_argument("model_repository", help="the model repository to compile, e.g. models/")
+
+
+def _warm(args: argparse.Namespace) -> int:
+    if not os.path.isdir(args.model_repository):
+        print(f"tensorwire warm: model repository {args.model_repository!r} is not a directory", file=sys.stderr)
+        return 2
+    import numba
+
+    from tensorwire.server.repository.cache_warming import warm_repository
+
+    report = warm_repository(args.model_repository)
+    where = f"{report.cached_kernels} kernels cached in {report.cache_dir}" if report.cache_dir else "kernels cached beside the installed package"
+    print(f"warmed {report.ready} model versions in {report.seconds:.1f}s: {where} for CPU {numba.config.CPU_NAME or 'host'}")
+    for failure in report.failures:
+        print(f"tensorwire warm: {failure}", file=sys.stderr)
+    if report.ready == 0:
+        print(f"tensorwire warm: no model loaded from {args.model_repository}", file=sys.stderr)
+    if report.cached_kernels == 0:
+        print(f"tensorwire warm: nothing was written to {report.cache_dir} (is it writable by this user?)", file=sys.stderr)
+    return 1 if report.failures or report.ready == 0 or report.cached_kernels == 0 else 0
+
+
 BENCH_HELP = "measure throughput and latency of any Open Inference Protocol gRPC server (tensorwire bench --help)"
 
 
@@ -195,11 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_serve(commands)
     _add_export(commands)
+    _add_warm(commands)
     commands.add_parser("bench", help=BENCH_HELP)  # listed here, parsed by tensorwire.client.bench_args
     args = parser.parse_args(argv)
     if args.command != "serve":
         logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
-    return {"serve": _serve, "export": _export}[args.command](args)
+    return {"serve": _serve, "export": _export, "warm": _warm}[args.command](args)
 
 
 if __name__ == "__main__":
