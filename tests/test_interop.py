@@ -53,7 +53,7 @@ def test_tritonclient_config_declares_a_batching_model(triton, fitted_models) ->
         assert {o.name: [-1, *o.dims] for o in config.output} == {t.name: list(t.shape) for t in metadata.outputs}
         assert {o.name: request_datatype(o.data_type) for o in config.output} == {t.name: t.datatype for t in metadata.outputs}
     dims = {o.name: list(o.dims) for o in triton.get_model_config("flowers").config.output}
-    assert dims == {"predict": [], "decision_function": [3], "predict_proba": [3]}  # a per-row output has dims []
+    assert dims == {"predict": [], "decision_function": [3], "predict_proba": [3], "contributions": [3, 7]}  # a per-row output has dims []
 
 
 @pytest.mark.parametrize("batch", [1, 8])

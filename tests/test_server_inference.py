@@ -61,7 +61,7 @@ def test_health_and_metadata(client: InferenceClient) -> None:
     metadata = client.model_metadata("flowers")
     assert metadata.inputs[0].name == "input" and list(metadata.inputs[0].shape) == [-1, 6]
     assert metadata.inputs[0].datatype == "FP32"
-    assert {o.name for o in metadata.outputs} == {"predict", "predict_proba", "decision_function"}
+    assert {o.name for o in metadata.outputs} == {"predict", "predict_proba", "decision_function", "contributions"}
     assert client.server_metadata().name == "tensorwire"
 
 

@@ -1,17 +1,25 @@
 """Linear models: kinds "linear_regressor" and "linear_classifier", their exporters and their scorers.
 
-Arrays: "coef" float64 [n_outputs, n_features] and "intercept" float64 [n_outputs].
+Arrays: "coef" float64 [n_outputs, n_features] and "intercept" float64 [n_outputs];
+        "contributions_mean" float64 [n_features], optional: the training mean the `contributions` output
+        (exact interventional SHAP values, coef_j (x_j - mean_j), then the expected value coef . mean + intercept)
+        measures from; the model declares that output exactly when it has this array.
 Params (JSON):
     linear_regressor   multi_target: bool (predict is [n, k] when true, [n] when false)
     linear_classifier  classes: list of labels, in estimator.classes_ order
                        label_datatype: "INT64" | "FP64" | "BOOL" | "BYTES" (strings, utf-8)
                        link: a name in tensorwire.kernels.linear.LINKS
 A binary classifier has one coef row and two classes.
+
+Contributions explain the raw input columns (the pipeline's scalers and projections are folded into coef) and need
+the training mean: from export(..., background=X_train), else from a StandardScaler(with_mean=True) that only
+per-feature scalers precede; without either the model has no `contributions` output and export warns.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -47,7 +55,7 @@ from tensorwire.kernels import linear
 from tensorwire.server.modeling.export_support import class_labels, refuse_multilabel
 from tensorwire.server.modeling.pipelines import Preprocessing
 from tensorwire.server.modeling.registry import Exported, ResponseWriter, describe, exports, register
-from tensorwire.server.modeling.scorer_support import FLOAT_DTYPES, LABEL_DTYPES, check_outputs, check_request, invalid, label_array
+from tensorwire.server.modeling.scorer_support import FLOAT_DTYPES, LABEL_DTYPES, check_outputs, check_request, float_array, invalid, label_array
 from tensorwire.server.repository.model_format import Manifest, TensorSpec
 
 # Links that need one coef row (binary) or one row per class (multiclass); modified_huber serves both.
@@ -59,6 +67,12 @@ MULTICLASS_LINKS = frozenset(linear.LINKS) - {"logistic"}
 
 # What linear_classifier_response writes for each output a request asks for
 WRITES = {"predict": linear.WRITE_LABELS, "decision_function": linear.WRITE_DECISION, "predict_proba": linear.WRITE_PROBA}
+
+
+def contributions_output(datatype: str, n_outputs: int, n_features: int) -> TensorSpec:
+    """Per feature its contribution, then the expected value: one row per decision column when there are several
+    (XGBoost's pred_contribs layout), so each row sums to that column's decision value."""
+    return TensorSpec("contributions", datatype, [-1, n_features + 1] if n_outputs == 1 else [-1, n_outputs, n_features + 1])
 
 
 def regressor_outputs(datatype: str, n_targets: int, multi_target: bool) -> list[TensorSpec]:
@@ -97,6 +111,36 @@ def _parameters(manifest: Manifest, arrays: dict[str, np.ndarray]) -> tuple[np.n
     return coef, intercept
 
 
+class Contributions:
+    """Exact interventional SHAP values of a linear model under feature independence (what shap.LinearExplainer gives):
+    coef_j (x_j - mean_j) for each feature j, then the expected value coef . mean + intercept."""
+
+    def __init__(self, manifest: Manifest, coef: np.ndarray, intercept: np.ndarray, mean: np.ndarray) -> None:
+        if not np.isfinite(mean).all():
+            raise invalid(manifest, "array 'contributions_mean' holds NaN or infinity")
+        self.coef, self.mean = coef, mean
+        self.expected = coef @ mean + intercept
+        self.dtype = FLOAT_DTYPES[manifest.input_datatype]
+
+    def outputs(self, datatype: str) -> list[TensorSpec]:
+        return [contributions_output(datatype, *self.coef.shape)]
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        n, m = X.shape
+        k = self.coef.shape[0]
+        out = np.empty((n, k, m + 1), dtype=self.dtype)
+        np.multiply((X - self.mean)[:, None, :], self.coef, out=out[:, :, :m])  # in float64, rounded once into out
+        out[:, :, m] = self.expected
+        return out.reshape(n, m + 1) if k == 1 else out
+
+
+def _contributions(manifest: Manifest, arrays: dict[str, np.ndarray], coef: np.ndarray, intercept: np.ndarray) -> Contributions | None:
+    """The model's contributions, when it stores the mean they measure from."""
+    if "contributions_mean" not in arrays:
+        return None
+    return Contributions(manifest, coef, intercept, float_array(manifest, arrays, "contributions_mean", (manifest.n_features,)))
+
+
 class LinearRegressorScorer:
     """predict = X @ coef.T + intercept."""
 
@@ -110,19 +154,28 @@ class LinearRegressorScorer:
         self.multi_target = multi_target
         if not self.multi_target and self.coef.shape[0] != 1:
             raise invalid(manifest, f"a single-target regressor has one coef row, not {self.coef.shape[0]}")
-        check_outputs(manifest, regressor_outputs(manifest.input_datatype, self.coef.shape[0], self.multi_target))
+        self.contributions = _contributions(manifest, arrays, self.coef, self.intercept)
+        explained = [] if self.contributions is None else self.contributions.outputs(manifest.input_datatype)
+        check_outputs(manifest, regressor_outputs(manifest.input_datatype, self.coef.shape[0], self.multi_target) + explained)
+        self.output_names = frozenset(o.name for o in manifest.outputs)
 
     def score(self, X: np.ndarray, outputs: Sequence[str]) -> list[np.ndarray]:
-        check_request(self.manifest, ("predict",), outputs, X)
+        check_request(self.manifest, self.output_names, outputs, X)
         out = np.empty((X.shape[0], self.coef.shape[0]), dtype=self.dtype)
         linear.score_linear_regressor(X, self.coef, self.intercept, out)
         predict = out if self.multi_target else out.reshape(X.shape[0])
-        return [predict for _ in outputs]
+        if self.contributions is None or "contributions" not in outputs:
+            return [predict for _ in outputs]
+        contributions = self.contributions(X)
+        return [contributions if name == "contributions" else predict for name in outputs]
 
-    def response_writer(self, outputs: Sequence[str], template: np.ndarray, offsets: Sequence[int]) -> ResponseWriter:
+    def response_writer(self, outputs: Sequence[str], template: np.ndarray, offsets: Sequence[int]) -> ResponseWriter | None:
         """Whole responses to requests of one plan (server/inference/request_plans.py) in one kernel call: `template`
-        is the response with its tensors' bytes zero, `offsets` where each output's bytes go."""
-        check_request(self.manifest, ("predict",), outputs, np.empty((1, self.manifest.n_features), self.dtype))
+        is the response with its tensors' bytes zero, `offsets` where each output's bytes go; None when a request
+        asks for contributions (the scorer's path computes them)."""
+        check_request(self.manifest, self.output_names, outputs, np.empty((1, self.manifest.n_features), self.dtype))
+        if "contributions" in outputs:
+            return None
         (predict_at,) = offsets  # outputs are never asked twice
         return functools.partial(linear.linear_regressor_response, self.coef, self.intercept, template, predict_at)
 
@@ -151,7 +204,9 @@ class LinearClassifierScorer:
         self.labels = label_array(manifest, classes, label_datatype)
         self.binary = binary
         has_proba = link != "none"
-        check_outputs(manifest, classifier_outputs(manifest.input_datatype, label_datatype, self.n_classes, has_proba))
+        self.contributions = _contributions(manifest, arrays, self.coef, self.intercept)
+        explained = [] if self.contributions is None else self.contributions.outputs(manifest.input_datatype)
+        check_outputs(manifest, classifier_outputs(manifest.input_datatype, label_datatype, self.n_classes, has_proba) + explained)
         self.output_names = frozenset(o.name for o in manifest.outputs)
 
     def score(self, X: np.ndarray, outputs: Sequence[str]) -> list[np.ndarray]:
@@ -169,13 +224,17 @@ class LinearClassifierScorer:
         }
         if "predict" in outputs:
             results["predict"] = self.labels[label_index]  # fancy indexing: ~10x cheaper than np.take here
+        if self.contributions is not None and "contributions" in outputs:
+            results["contributions"] = self.contributions(X)
         return [results[name] for name in outputs]
 
     def response_writer(self, outputs: Sequence[str], template: np.ndarray, offsets: Sequence[int]) -> ResponseWriter | None:
-        """As LinearRegressorScorer.response_writer; None for string labels (their size varies)."""
+        """As LinearRegressorScorer.response_writer; None for string labels (their size varies) and for contributions."""
         if self.labels.dtype == object:
             return None
         check_request(self.manifest, self.output_names, outputs, np.empty((1, self.manifest.n_features), self.dtype))
+        if "contributions" in outputs:
+            return None
         layout = np.array([(WRITES[name], at) for name, at in zip(outputs, offsets)], dtype=np.int64).reshape(-1, 2)
         link_code = self.link_code if "predict_proba" in outputs else linear.LINK_NONE
         return functools.partial(linear.linear_classifier_response, self.coef, self.intercept, link_code, self.labels, template, layout)
@@ -203,6 +262,33 @@ def _linear_parameters(coef: Any, intercept: Any, prep: Preprocessing | None) ->
     return np.ascontiguousarray(coef2), np.ascontiguousarray(intercept1)
 
 
+def _explanation(prep: Preprocessing | None, coef: np.ndarray, datatype: str, where: str) -> tuple[list[TensorSpec], dict[str, np.ndarray]]:
+    """The contributions output and the mean it measures from, or nothing (see the module docstring)."""
+    if prep is None or not prep.explain:  # a meta-estimator's member: the model it belongs to explains itself or not
+        return [], {}
+    if prep.background is not None:
+        missing = np.argwhere(np.isnan(prep.background))
+        if missing.size:
+            row, column = missing[0]
+            raise ValueError(
+                f"tensorwire cannot export {where} with this background: it holds NaN (first at row {row}, column {column}), "
+                "which a linear model cannot score; pass the rows it was fitted on"
+            )
+        mean = prep.background.mean(axis=0)
+    else:
+        mean = prep.raw_input_mean()
+    if mean is None:
+        warnings.warn(
+            f"tensorwire exports {where} without its 'contributions' output (exact SHAP values): they need the training "
+            "data's mean. Pass the training data, tensorwire.export(model, dir, background=X_train), or start the "
+            "pipeline with a StandardScaler()",
+            UserWarning,
+            stacklevel=2,
+        )
+        return [], {}
+    return [contributions_output(datatype, *coef.shape)], {"contributions_mean": np.ascontiguousarray(mean, dtype=np.float64)}
+
+
 @exports(
     LinearRegression,
     Ridge,
@@ -226,11 +312,12 @@ def _linear_parameters(coef: Any, intercept: Any, prep: Preprocessing | None) ->
 def _linear_regressor(estimator: Any, prep: Preprocessing | None, datatype: str) -> Exported:
     multi_target = np.ndim(estimator.coef_) == 2  # sklearn's predict is then [n, k], even for k = 1
     coef, intercept = _linear_parameters(estimator.coef_, estimator.intercept_, prep)
+    explained, explanation_arrays = _explanation(prep, coef, datatype, describe(estimator))
     return Exported(
         kind="linear_regressor",
         n_features=coef.shape[1],
-        outputs=regressor_outputs(datatype, coef.shape[0], multi_target),
-        arrays={"coef": coef, "intercept": intercept},
+        outputs=regressor_outputs(datatype, coef.shape[0], multi_target) + explained,
+        arrays={"coef": coef, "intercept": intercept, **explanation_arrays},
         params={"multi_target": multi_target},
     )
 
@@ -255,18 +342,19 @@ _ONEVSREST_LINKS = {"none": "none", "logistic": "onevsrest_logistic", "modified_
 
 
 def _classifier(
-    coef: np.ndarray, intercept: np.ndarray, classes: Any, links: tuple[str, str], datatype: str, where: str
+    coef: np.ndarray, intercept: np.ndarray, classes: Any, links: tuple[str, str], datatype: str, where: str, prep: Preprocessing | None
 ) -> Exported:
     label_datatype, labels = class_labels(classes, where)
     n_classes = len(labels)
     if n_classes < 2 or coef.shape[0] != (1 if n_classes == 2 else n_classes):
         raise ValueError(f"tensorwire cannot export {where}: {coef.shape[0]} coefficient rows for {n_classes} classes")
     link = links[0] if n_classes == 2 else links[1]
+    explained, explanation_arrays = _explanation(prep, coef, datatype, where)
     return Exported(
         kind="linear_classifier",
         n_features=coef.shape[1],
-        outputs=classifier_outputs(datatype, label_datatype, n_classes, has_proba=link != "none"),
-        arrays={"coef": coef, "intercept": intercept},
+        outputs=classifier_outputs(datatype, label_datatype, n_classes, has_proba=link != "none") + explained,
+        arrays={"coef": coef, "intercept": intercept, **explanation_arrays},
         params={"classes": labels, "label_datatype": label_datatype, "link": link},
     )
 
@@ -277,7 +365,7 @@ def _linear_classifier(estimator: Any, prep: Preprocessing | None, datatype: str
     refuse_multilabel(getattr(getattr(estimator, "_label_binarizer", None), "y_type_", None), where)
     coef, intercept = _linear_parameters(estimator.coef_, estimator.intercept_, prep)
     return _classifier(
-        coef, intercept, estimator.classes_, CLASSIFIER_LINKS[type(estimator)](estimator), datatype, where
+        coef, intercept, estimator.classes_, CLASSIFIER_LINKS[type(estimator)](estimator), datatype, where, prep
     )
 
 
@@ -300,5 +388,5 @@ def _one_vs_rest(estimator: OneVsRestClassifier, prep: Preprocessing | None, dat
     )
     binary_link = CLASSIFIER_LINKS[type(inner[0])](inner[0])[0]
     return _classifier(
-        coef, intercept, estimator.classes_, (binary_link, _ONEVSREST_LINKS[binary_link]), datatype, where
+        coef, intercept, estimator.classes_, (binary_link, _ONEVSREST_LINKS[binary_link]), datatype, where, prep
     )

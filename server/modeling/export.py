@@ -3,7 +3,8 @@
 `export` splits a Pipeline into its preprocessing steps and its final estimator,
 finds the final estimator's exporter in the registry (every family registers its
 own, modeling/registry.py) and writes what it returns. The steps reach the exporter
-as a `Preprocessing` (modeling/pipelines.py) to fold or plan.
+as a `Preprocessing` (modeling/pipelines.py) to fold or plan, with what else the exporter may use: the training
+rows passed as `background` (checked once here, `training_rows`) and whether the model serves alone (`explain`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
@@ -33,11 +35,54 @@ class PickleNotTrustedError(ValueError):
 # --- entry points ---------------------------------------------------------------
 
 
-def export(estimator: Any, version_dir: os.PathLike[str] | str, *, dtype: Any = "float32") -> pathlib.Path:
-    """Write a fitted estimator (or Pipeline of scalers then estimator) as version_dir/model.npz."""
+def export(estimator: Any, version_dir: os.PathLike[str] | str, *, dtype: Any = "float32", background: Any = None) -> pathlib.Path:
+    """Write a fitted estimator (or Pipeline of scalers then estimator) as version_dir/model.npz.
+
+    `background`: the training data (array-like or DataFrame, rows x features: the raw input columns, before any
+    pipeline step). A linear model explains each prediction against its mean (the `contributions` output).
+    """
     datatype = _input_datatype(dtype)
-    exported, described = export_nested(estimator, datatype)
+    rows = None if background is None else training_rows(background, estimator)
+    exported, described = export_nested(estimator, datatype, explain=True, background=rows)
+    if rows is not None and rows.shape[1] != exported.n_features:  # for estimators that do not say their width
+        raise ValueError(
+            f"tensorwire cannot export {described} with this background: it has {rows.shape[1]} columns, "
+            f"the model reads {exported.n_features} input features"
+        )
     return _save(exported, described, datatype, version_dir)
+
+
+def training_rows(background: Any, estimator: Any) -> np.ndarray:
+    """`background` as float64 rows x features, checked against the estimator's input: 2-d, numeric, at least one
+    row, no infinity (NaN is a missing value and stays), as many columns as it was fitted on, in its column order."""
+    if sparse.issparse(background):
+        raise TypeError("background must be dense rows x features (a sparse matrix was given: call .toarray())")
+    try:
+        rows = np.array(background, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"background must hold numbers, rows x features ({exc})") from None
+    if rows.ndim != 2:
+        raise ValueError(f"background must be 2-d, rows x features, not of shape {list(rows.shape)} (one feature: reshape(-1, 1))")
+    if rows.shape[0] == 0:
+        raise ValueError("background has no rows")
+    infinite = np.argwhere(np.isinf(rows))
+    if infinite.size:
+        row, column = infinite[0]
+        raise ValueError(f"background holds infinity (first at row {row}, column {column}); NaN may stand for a missing value")
+    width = getattr(estimator, "n_features_in_", None)
+    if isinstance(width, (int, np.integer)) and rows.shape[1] != width:
+        raise ValueError(
+            f"background has {rows.shape[1]} columns, {type(estimator).__name__} was fitted on {width} "
+            "(background is the training data in the raw input columns, before any pipeline step)"
+        )
+    names = getattr(estimator, "feature_names_in_", None)
+    columns = getattr(background, "columns", None)
+    if names is not None and columns is not None and [str(c) for c in columns] != [str(n) for n in names]:
+        raise ValueError(
+            f"background's columns {[str(c) for c in columns]} are not the ones {type(estimator).__name__} was fitted on, "
+            f"in its order: {[str(n) for n in names]}"
+        )
+    return rows
 
 
 def _save(exported: Exported, described: str, datatype: str, version_dir: os.PathLike[str] | str) -> pathlib.Path:
@@ -52,11 +97,14 @@ def _save(exported: Exported, described: str, datatype: str, version_dir: os.Pat
     return save_model(version_dir, manifest, exported.arrays)
 
 
-def export_nested(estimator: Any, datatype: str, prep: Preprocessing | None = None) -> tuple[Exported, str]:
+def export_nested(
+    estimator: Any, datatype: str, prep: Preprocessing | None = None, *, explain: bool = False, background: np.ndarray | None = None
+) -> tuple[Exported, str]:
     """(what its exporter makes of a fitted estimator or Pipeline, its name for manifests), for input datatype "FP32" or "FP64".
 
-    `export` writes that; a meta-estimator's exporter (families/calibration.py) calls it for each estimator it wraps,
-    with `prep` the steps before the meta-estimator, which then run before the inner estimator's own steps.
+    `export` writes that, with `explain` (the model serves alone: it may offer `contributions`) and the checked
+    `background` rows (`training_rows`); a meta-estimator's exporter (families/calibration.py) calls it for each
+    estimator it wraps, with `prep` the steps before the meta-estimator, which then run before the inner estimator's own steps.
     """
     load_families()  # the pipeline steps a family accepts are known once it is imported
     steps, (final_name, final) = _split_pipeline(estimator)
@@ -70,7 +118,7 @@ def export_nested(estimator: Any, datatype: str, prep: Preprocessing | None = No
         )
     _require_fitted(final, where)
     before = [] if prep is None else list(prep.steps)
-    exported = entry.exporter(final, _fold_steps(before + steps, describe(final)), datatype)
+    exported = entry.exporter(final, _fold_steps(before + steps, describe(final), explain, background), datatype)
     if exported.kind != entry.kind:
         raise RuntimeError(f"the exporter of {type(final).__name__} wrote kind '{exported.kind}', registered as '{entry.kind}'")
     names = [type(step).__name__ for _, step in steps] + [describe(final)]
@@ -110,8 +158,9 @@ def export_pickle_file(
     *,
     trust_pickle: bool,
     dtype: Any = "float32",
+    background: Any = None,
 ) -> pathlib.Path:
-    """Unpickle an estimator saved with joblib (only with trust_pickle=True) and export it."""
+    """Unpickle an estimator saved with joblib (only with trust_pickle=True) and export it (`background` as `export`'s)."""
     if not trust_pickle:
         raise PickleNotTrustedError(
             f"refusing to load {model_path}: unpickling a joblib/pickle file runs arbitrary code from it. "
@@ -120,7 +169,7 @@ def export_pickle_file(
         )
     import joblib  # only the trusted path needs it
 
-    return export(joblib.load(model_path), version_dir, dtype=dtype)
+    return export(joblib.load(model_path), version_dir, dtype=dtype, background=background)
 
 
 # --- pipelines ------------------------------------------------------------------
@@ -173,8 +222,9 @@ def _split_pipeline(estimator: Any) -> tuple[list[tuple[str, Any]], tuple[str, A
     return kept, (final_name, final)
 
 
-def _fold_steps(steps: list[tuple[str, Any]], final: str) -> Preprocessing | None:
-    """The steps with each scaler's map computed (so a scaler that cannot fold is refused here, whatever follows it)."""
+def _fold_steps(steps: list[tuple[str, Any]], final: str, explain: bool, background: np.ndarray | None) -> Preprocessing | None:
+    """The steps with each scaler's map computed (so a scaler that cannot fold is refused here, whatever follows it);
+    None when there are no steps and nothing else to tell the exporter."""
     affines: list[Affine | None] = []
     for name, step in steps:
         fold = PREPROCESSORS.get(type(step))
@@ -184,7 +234,9 @@ def _fold_steps(steps: list[tuple[str, Any]], final: str) -> Preprocessing | Non
             raise ValueError(
                 f"tensorwire cannot export step '{name}' ({type(step).__name__}) of Pipeline: {exc}"
             ) from None
-    return Preprocessing(tuple(steps), tuple(affines), final) if steps else None
+    if not (steps or explain or background is not None):
+        return None
+    return Preprocessing(tuple(steps), tuple(affines), final, explain, background)
 
 
 def _require_fitted(estimator: Any, where: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import sparse
 
 
 def class_labels(classes: Any, where: str) -> tuple[str, list[Any]]:
@@ -43,4 +42,6 @@ def f64(values: Any) -> np.ndarray:
 
 def dense(values: Any) -> np.ndarray:
     """A fitted attribute as a float64 array (a model fitted on sparse data stores sparse ones)."""
+    from scipy import sparse  # exporting only: a serving process never imports scipy
+
     return np.asarray(values.toarray() if sparse.issparse(values) else values, dtype=np.float64)

@@ -26,15 +26,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.decomposition import PCA, TruncatedSVD
-from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, Normalizer, StandardScaler
 
 from tensorwire.kernels import decomposition
-from tensorwire.server.modeling.registry import Exported, describe
+from tensorwire.server.modeling.registry import ClassSet, ClassTable, Exported, describe
 from tensorwire.server.modeling.scorer_support import NORMS
+
+if TYPE_CHECKING:  # the step types are registered by dotted path: a serving process never imports scikit-learn
+    from sklearn.decomposition import PCA, TruncatedSVD
+    from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, Normalizer, StandardScaler
 
 # --- folding into linear weights --------------------------------------------------------
 
@@ -59,11 +61,11 @@ class Affine:
 LinearFold = Callable[[Any, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-LINEAR_STEPS: dict[type, LinearFold] = {}
+LINEAR_STEPS: ClassTable[LinearFold] = ClassTable("LINEAR_STEPS")
 
 
 # Every step type other than the scalers that may precede a final estimator (the kernel-family maps below add theirs).
-TRANSFORMS: set[type] = set()
+TRANSFORMS = ClassSet("TRANSFORMS")
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,28 @@ class Preprocessing:
     steps: tuple[tuple[str, Any], ...]  # (name, fitted step), passthrough steps left out
     affines: tuple[Affine | None, ...]  # each scaler's map (PREPROCESSORS); None for the other steps
     final: str  # the final estimator, as messages name it
+    # What `tensorwire.export` knows beyond the steps (modeling/export.py): whether the model is exported for serving
+    # on its own, so that it should explain itself (a calibrated classifier's members are not), and the training rows
+    # passed as export(..., background=X_train): raw input columns, float64, no infinity, the model's width; NaN kept.
+    explain: bool = False
+    background: np.ndarray | None = None
+
+    def raw_input_mean(self) -> np.ndarray | None:
+        """The training mean of the raw input columns as the pipeline knows it: a StandardScaler(with_mean=True)'s
+        mean_, mapped back through the per-feature scalers before it; None when no such scaler has only those before it."""
+        before: Affine | None = None  # the per-feature scalers before the step, composed
+        from sklearn.preprocessing import StandardScaler
+
+        for (_, step), affine in zip(self.steps, self.affines, strict=True):
+            if affine is None:
+                return None  # a projection: its input means cannot be read back from a later scaler's
+            if isinstance(step, StandardScaler) and step.with_mean:
+                mean = _f64(step.mean_, step.n_features_in_)
+                if before is None:
+                    return mean
+                return None if np.any(before.scale == 0.0) else (mean - before.shift) / before.scale
+            before = affine if before is None else before.then(affine)
+        return None
 
     def fold(self, coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """W' and b' with W' @ x + b' = W @ steps(x) + b: runs of scalers fold as one Affine, PCA and TruncatedSVD by LINEAR_STEPS."""
@@ -101,14 +125,14 @@ class Preprocessing:
         return coef, intercept
 
 
-PREPROCESSORS: dict[type, Callable[[Any], Affine]] = {}
+PREPROCESSORS: ClassTable[Callable[[Any], Affine]] = ClassTable("PREPROCESSORS")
 
 
-def folds(cls: type) -> Callable[[Callable[[Any], Affine]], Callable[[Any], Affine]]:
-    """Register the affine map of a preprocessing step that can precede an estimator."""
+def folds(cls: type | str) -> Callable[[Callable[[Any], Affine]], Callable[[Any], Affine]]:
+    """Register the affine map of a preprocessing step (its class or public dotted path) that can precede an estimator."""
 
     def decorator(fold: Callable[[Any], Affine]) -> Callable[[Any], Affine]:
-        PREPROCESSORS[cls] = fold
+        PREPROCESSORS.add(cls, fold)
         return fold
 
     return decorator
@@ -118,7 +142,7 @@ def _f64(values: Any, n_features: int | None = None) -> np.ndarray:
     return np.array(values, dtype=np.float64, copy=True).reshape(-1 if n_features is None else n_features)
 
 
-@folds(StandardScaler)
+@folds("sklearn.preprocessing.StandardScaler")
 def _standard_scaler_affine(scaler: StandardScaler) -> Affine:
     n = scaler.n_features_in_
     # mean_ is fitted even with with_mean=False; transform then ignores it.
@@ -127,7 +151,7 @@ def _standard_scaler_affine(scaler: StandardScaler) -> Affine:
     return Affine(1.0 / scale, -mean / scale)
 
 
-@folds(MinMaxScaler)
+@folds("sklearn.preprocessing.MinMaxScaler")
 def _min_max_scaler_affine(scaler: MinMaxScaler) -> Affine:
     if scaler.clip:
         raise ValueError(
@@ -137,7 +161,7 @@ def _min_max_scaler_affine(scaler: MinMaxScaler) -> Affine:
     return Affine(_f64(scaler.scale_, n), _f64(scaler.min_, n))
 
 
-@folds(MaxAbsScaler)
+@folds("sklearn.preprocessing.MaxAbsScaler")
 def _max_abs_scaler_affine(scaler: MaxAbsScaler) -> Affine:
     n = scaler.n_features_in_
     return Affine(1.0 / _f64(scaler.scale_, n), np.zeros(n))
@@ -210,22 +234,23 @@ class Normalize:
 StepMap = Diagonal | Projection | Normalize
 
 
-STEP_MAPS: dict[type, Callable[[Any], StepMap]] = {}
+STEP_MAPS: ClassTable[Callable[[Any], StepMap]] = ClassTable("STEP_MAPS")
 
 
-def maps(cls: type) -> Callable[[Callable[[Any], StepMap]], Callable[[Any], StepMap]]:
-    """Register the map of a pipeline step type for the kernel families (and accept the type in pipelines)."""
+def maps(cls: type | str) -> Callable[[Callable[[Any], StepMap]], Callable[[Any], StepMap]]:
+    """Register the map of a pipeline step type (its class or public dotted path) for the kernel families (and
+    accept the type in pipelines)."""
 
     def decorator(fn: Callable[[Any], StepMap]) -> Callable[[Any], StepMap]:
-        STEP_MAPS[cls] = fn
-        if cls not in (StandardScaler, MinMaxScaler, MaxAbsScaler):  # PREPROCESSORS above accepts those already
+        STEP_MAPS.add(cls, fn)
+        if not PREPROCESSORS.declares(cls):  # the scalers, registered above under the same names, are accepted already
             TRANSFORMS.add(cls)
         return fn
 
     return decorator
 
 
-@maps(StandardScaler)
+@maps("sklearn.preprocessing.StandardScaler")
 def _standard_scaler_diagonal(scaler: StandardScaler) -> Diagonal:
     n = scaler.n_features_in_
     shift = _f64(scaler.mean_) if scaler.with_mean else np.zeros(n)  # mean_ is fitted even with with_mean=False
@@ -233,29 +258,29 @@ def _standard_scaler_diagonal(scaler: StandardScaler) -> Diagonal:
     return Diagonal(shift, scale, np.zeros(n))
 
 
-@maps(MinMaxScaler)
+@maps("sklearn.preprocessing.MinMaxScaler")
 def _min_max_scaler_diagonal(scaler: MinMaxScaler) -> Diagonal:
     # clip=True is refused before this runs (PREPROCESSORS, above); x * scale_ + min_ is scikit-learn's own order.
     return Diagonal(np.zeros(scaler.n_features_in_), _f64(scaler.scale_), _f64(scaler.min_))
 
 
-@maps(MaxAbsScaler)
+@maps("sklearn.preprocessing.MaxAbsScaler")
 def _max_abs_scaler_diagonal(scaler: MaxAbsScaler) -> Diagonal:
     n = scaler.n_features_in_
     return Diagonal(np.zeros(n), 1.0 / _f64(scaler.scale_), np.zeros(n))
 
 
-@maps(PCA)
+@maps("sklearn.decomposition.PCA")
 def _pca(pca: PCA) -> Projection:
     return Projection(*decomposition.pca_params(pca.components_, pca.mean_, pca.explained_variance_, bool(pca.whiten)))
 
 
-@maps(TruncatedSVD)
+@maps("sklearn.decomposition.TruncatedSVD")
 def _truncated_svd(svd: TruncatedSVD) -> Projection:
     return Projection(*decomposition.truncated_svd_params(svd.components_))
 
 
-@maps(Normalizer)
+@maps("sklearn.preprocessing.Normalizer")
 def _normalizer(normalizer: Normalizer) -> Normalize:
     if normalizer.norm not in NORMS:
         raise ValueError(f"norm {normalizer.norm!r} is not one of {NORMS}")
@@ -274,10 +299,8 @@ def fold_into_weights(proj: Projection, coef: np.ndarray, intercept: np.ndarray)
     return np.ascontiguousarray(scaled @ proj.components_t.T), intercept - scaled @ proj.bias
 
 
-LINEAR_STEPS[PCA] = _fold_projection
-
-
-LINEAR_STEPS[TruncatedSVD] = _fold_projection
+LINEAR_STEPS.add("sklearn.decomposition.PCA", _fold_projection)
+LINEAR_STEPS.add("sklearn.decomposition.TruncatedSVD", _fold_projection)
 
 
 @dataclass(frozen=True)
@@ -370,7 +393,7 @@ def _width_in(step_maps: Sequence[tuple[str, StepMap]], n_features: int) -> int:
 
 def planned(estimator: Any, prep: Preprocessing | None, n_features: int) -> Plan:
     """The plan for a final kernel fitted on n_features: its steps' maps composed, the width they hand it checked."""
-    where = describe(estimator) if prep is None else f"Pipeline ending in {describe(estimator)}"
+    where = describe(estimator) if prep is None or not prep.steps else f"Pipeline ending in {describe(estimator)}"
     step_maps = maps_of_steps(prep, describe(estimator))
     try:
         result = plan(step_maps, n_features)

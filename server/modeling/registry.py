@@ -2,10 +2,11 @@
 
 A family is one module in `tensorwire.server.families` (see that package): it
 registers its scorers with `@register("kind")` and its exporters with
-`@exports(EstimatorType, ..., kind="kind")`. `load_families` imports every module
-of that package, so adding a family touches no list; dispatch is by these
-registries, never by an if-ladder over kinds. Families are imported on first use,
-so the client never pays for numba or scikit-learn.
+`@exports("sklearn.module.EstimatorType", ..., kind="kind")`. `load_families` imports
+every module of that package, so adding a family touches no list; dispatch is by
+these registries, never by an if-ladder over kinds. Families are imported on first
+use, so the client never pays for numba; estimator types are registered by their
+dotted paths (`ClassTable`), so a serving process never pays for scikit-learn.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -66,15 +69,103 @@ class Exported:
 Exporter = Callable[[Any, "Preprocessing | None", str], Exported]
 
 
+V = TypeVar("V")
+
+
+def import_class(path: str) -> type:
+    """The class a public dotted path names: "sklearn.svm.SVC" -> sklearn.svm's SVC."""
+    module, _, name = path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    if not isinstance(cls, type):
+        raise TypeError(f"{path} is not a class")
+    return cls
+
+
+class ClassTable(Mapping[type, V]):
+    """A table keyed by classes, each registered as the class or as its public dotted path ("sklearn.svm.SVC").
+
+    Registering a path imports nothing; the first lookup imports every path registered (only exporters look
+    classes up, and their caller already holds such an object, so its library is imported anyway). Reads as
+    a dict of real classes: `get`, `in`, `[]`, iteration, `items()`, `values()`.
+    """
+
+    def __init__(self, name: str, entries: Mapping[type | str, V] | None = None) -> None:
+        self.name = name  # for messages
+        self._classes: dict[type, V] = {}
+        self._paths: dict[str, V] = {}  # registered, not imported yet
+        self._lock = threading.Lock()
+        for key, value in (entries or {}).items():
+            self.add(key, value)
+
+    def add(self, key: type | str, value: V) -> None:
+        """Register value for a class or its dotted path; registering one twice is an error."""
+        if self.declares(key):
+            raise RuntimeError(f"{key if isinstance(key, str) else key.__name__} is registered twice in {self.name}")
+        if isinstance(key, str):
+            self._paths[key] = value
+        else:
+            self._classes[key] = value
+
+    def declares(self, key: type | str) -> bool:
+        """Whether key was registered as given (a class as a class, a path as a path), importing nothing."""
+        return key in self._paths if isinstance(key, str) else key in self._classes
+
+    def registered(self) -> dict[type | str, V]:
+        """The entries as registered (the paths not imported yet as paths), importing nothing."""
+        entries: dict[type | str, V] = dict(self._classes.items())
+        entries.update(self._paths.items())
+        return entries
+
+    def _resolved(self) -> dict[type, V]:
+        if self._paths:
+            with self._lock:
+                for path, value in list(self._paths.items()):
+                    cls = import_class(path)
+                    if cls in self._classes:
+                        raise RuntimeError(f"{cls.__name__} is registered twice in {self.name} (once as {path})")
+                    self._classes[cls] = value
+                    del self._paths[path]
+        return self._classes
+
+    def __getitem__(self, cls: type) -> V:
+        return self._resolved()[cls]
+
+    def __iter__(self) -> Iterator[type]:
+        return iter(self._resolved())
+
+    def __len__(self) -> int:
+        return len(self._resolved())
+
+
+class ClassSet(AbstractSet[type]):
+    """A set of classes, registered as classes or dotted paths, imported on first lookup (see ClassTable)."""
+
+    def __init__(self, name: str) -> None:
+        self._table: ClassTable[None] = ClassTable(name)
+
+    def add(self, key: type | str) -> None:
+        self._table.add(key, None)
+
+    def __contains__(self, cls: object) -> bool:
+        return cls in self._table
+
+    def __iter__(self) -> Iterator[type]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
 @dataclass(frozen=True)
 class ExporterEntry:
     exporter: Exporter
     kind: str  # the model kind it writes: a scorer must be registered for it
 
 
-EXPORTERS: dict[type, ExporterEntry] = {}
+EXPORTERS: ClassTable[ExporterEntry] = ClassTable("EXPORTERS")
 # Exporters for types of libraries tensorwire does not depend on (XGBoost, LightGBM), keyed by
-# "module.QualifiedName": registering them imports nothing, and only a user who has the library has its objects.
+# "module.QualifiedName": registering them imports nothing, and neither does a lookup (EXPORTERS would import
+# the library): only a user who has the library has its objects.
 EXPORTERS_BY_NAME: dict[str, ExporterEntry] = {}
 
 
@@ -102,14 +193,12 @@ def register(kind: str) -> Callable[[ScorerFactory], ScorerFactory]:
     return decorator
 
 
-def exports(*types: type, kind: str) -> Callable[[Exporter], Exporter]:
-    """Register an exporter for the given estimator types, writing models of `kind`."""
+def exports(*types: type | str, kind: str) -> Callable[[Exporter], Exporter]:
+    """Register an exporter for the given estimator types (classes or public dotted paths), writing models of `kind`."""
 
     def decorator(exporter: Exporter) -> Exporter:
         for cls in types:
-            if cls in EXPORTERS:
-                raise RuntimeError(f"{cls.__name__} has two exporters")
-            EXPORTERS[cls] = ExporterEntry(exporter, kind)
+            EXPORTERS.add(cls, ExporterEntry(exporter, kind))
         return exporter
 
     return decorator
