@@ -1,9 +1,13 @@
-"""Exact brute-force nearest neighbours (KNeighbors*, NearestNeighbors): the k nearest stored rows per query row.
+"""Exact brute-force nearest neighbours (KNeighbors*, RadiusNeighbors*, NearestNeighbors, DBSCAN assignment).
 
 Distances are exact differences (not the norm expansion), so equal distances stay
 equal; exact ties are kept and ordered as scikit-learn's ArgKmin does (its max-heap
 push, then its sort, which is an insertion sort for k <= 15).
-Metric codes: 0 euclidean, 1 manhattan, 2 chebyshev, 3 minkowski (power p).
+Cosine is not one of ArgKmin's metrics: scikit-learn computes the whole distance
+row (1 - the dot product of the l2-normalised rows, clipped to [0, 2]) and picks the
+k smallest with numpy's argpartition then argsort; `cosine_kneighbors` does the same,
+so its ties come out in scikit-learn's order.
+Metric codes: 0 euclidean, 1 manhattan, 2 chebyshev, 3 minkowski (power p), 4 cosine.
 """
 
 from __future__ import annotations
@@ -14,7 +18,32 @@ from numba import prange
 from tensorwire.kernels.config import kernel, parallel_kernel
 from tensorwire.kernels.decomposition import PARALLEL_TILE_ROWS, affine_rows, is_identity
 
-METRICS = {"euclidean": 0, "manhattan": 1, "chebyshev": 2, "minkowski": 3}
+METRICS = {"euclidean": 0, "manhattan": 1, "chebyshev": 2, "minkowski": 3, "cosine": 4}
+COSINE = METRICS["cosine"]
+# scikit-learn's other names for the served metrics (DistanceMetric's and scipy's spellings).
+METRIC_ALIASES = {"l2": "euclidean", "l1": "manhattan", "cityblock": "manhattan", "infinity": "chebyshev", "p": "minkowski"}
+# scikit-learn's _handle_zeros_in_scale: a row norm below this counts as zero and divides by 1 instead.
+ZERO_NORM = 10 * float(np.finfo(np.float64).eps)
+COSINE_CHUNK_DOUBLES = 1 << 22  # a block of cosine distance rows stays within 32 MiB
+
+
+def served_metric(metric: str, p: float) -> str | None:
+    """The METRICS name of scikit-learn's `metric` with minkowski power `p`, or None when it is not served."""
+    name = METRIC_ALIASES.get(metric, metric)
+    if name == "minkowski":
+        if not (p >= 1 and np.isfinite(p)):
+            return None
+        name = {1.0: "manhattan", 2.0: "euclidean"}.get(p, "minkowski")
+    return name if name in METRICS else None
+
+
+def reduced_radius(metric: int, p: float, radius: float) -> float:
+    """A radius in the kernels' reduced distance (squared for euclidean, p-th power for minkowski), as scikit-learn compares it."""
+    if metric == 0:
+        return radius * radius
+    if metric == 3:
+        return float(radius**p)
+    return radius
 
 
 @kernel
@@ -32,6 +61,49 @@ def _reduced(x: np.ndarray, train: np.ndarray, i: int, metric: int, p: float) ->
         else:
             acc += d**p
     return acc
+
+
+@kernel
+def _distance(reduced: float, metric: int, p: float) -> float:
+    """The distance from the metric's reduced distance."""
+    if metric == 0:
+        return np.sqrt(reduced)
+    if metric == 3:
+        return reduced ** (1.0 / p)
+    return reduced
+
+
+@kernel
+def row_norms(rows: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = |rows[i]|_2, or 1 where that is below ZERO_NORM (the divisor scikit-learn's normalize uses)."""
+    for i in range(rows.shape[0]):
+        acc = 0.0
+        for j in range(rows.shape[1]):
+            acc += rows[i, j] * rows[i, j]
+        norm = np.sqrt(acc)
+        out[i] = 1.0 if norm < ZERO_NORM else norm
+
+
+@kernel
+def _normalize(x: np.ndarray) -> None:
+    """x /= |x|_2 in place, as scikit-learn's normalize (a norm below ZERO_NORM leaves x as it is)."""
+    acc = 0.0
+    for j in range(x.shape[0]):
+        acc += x[j] * x[j]
+    norm = np.sqrt(acc)
+    if norm >= ZERO_NORM:
+        for j in range(x.shape[0]):
+            x[j] /= norm
+
+
+@kernel
+def _cosine_distance(xn: np.ndarray, train: np.ndarray, norms: np.ndarray, i: int) -> float:
+    """1 - <xn, train[i] / norms[i]> clipped to [0, 2], for a normalised xn (scikit-learn's cosine_distances)."""
+    dot = 0.0
+    for j in range(xn.shape[0]):
+        dot += xn[j] * train[i, j]
+    d = 1.0 - dot / norms[i]
+    return min(max(d, 0.0), 2.0)
 
 
 @kernel
@@ -88,7 +160,7 @@ def _kneighbors_rows(
     X: np.ndarray, r0: int, r1: int, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
     train: np.ndarray, metric: int, p: float, distances: np.ndarray, indices: np.ndarray,
 ) -> None:
-    """distances/indices[r] = the k nearest rows of `train` to x'_r, nearest first, lower index first on ties."""
+    """distances/indices[r] = the k nearest rows of `train` to x'_r, nearest first, lower index first on ties (metrics 0 to 3)."""
     k = indices.shape[1]
     n_train = train.shape[0]
     xb = np.empty((1, X.shape[1]))
@@ -104,12 +176,7 @@ def _kneighbors_rows(
             _heap_push(best_d, best_i, _reduced(x, train, i, metric, p), i)
         _insertion_sort(best_d, best_i)
         for c in range(k):
-            d = best_d[c]
-            if metric == 0:
-                d = np.sqrt(d)
-            elif metric == 3:
-                d = d ** (1.0 / p)
-            distances[r, c] = d
+            distances[r, c] = _distance(best_d[c], metric, p)
             indices[r, c] = best_i[c]
 
 
@@ -132,3 +199,149 @@ def kneighbors_parallel(
     for t in prange((n + PARALLEL_TILE_ROWS - 1) // PARALLEL_TILE_ROWS):
         r0 = t * PARALLEL_TILE_ROWS
         _kneighbors_rows(X, r0, min(n, r0 + PARALLEL_TILE_ROWS), shift, scale, offset, train, metric, p, distances, indices)
+
+
+@kernel
+def _cosine_rows(
+    X: np.ndarray, r0: int, r1: int, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
+    train: np.ndarray, norms: np.ndarray, out: np.ndarray,
+) -> None:
+    """out[r - r0, i] = the cosine distance from x'_r to train[i], for r0 <= r < r1 (norms: `row_norms` of train)."""
+    xb = np.empty((1, X.shape[1]))
+    identity = is_identity(shift, scale, offset)
+    for r in range(r0, r1):
+        affine_rows(X, r, 1, shift, scale, offset, identity, xb)
+        x = xb[0]
+        _normalize(x)
+        for i in range(train.shape[0]):
+            out[r - r0, i] = _cosine_distance(x, train, norms, i)
+
+
+@kernel
+def cosine_distances(
+    X: np.ndarray, r0: int, r1: int, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
+    train: np.ndarray, norms: np.ndarray, out: np.ndarray,
+) -> None:
+    """The cosine distance rows of X[r0:r1] to every training row (see `_cosine_rows`)."""
+    _cosine_rows(X, r0, r1, shift, scale, offset, train, norms, out)
+
+
+@parallel_kernel
+def cosine_distances_parallel(
+    X: np.ndarray, r0: int, r1: int, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
+    train: np.ndarray, norms: np.ndarray, out: np.ndarray,
+) -> None:
+    """`cosine_distances` with row tiles spread over numba's threads."""
+    n = r1 - r0
+    for t in prange((n + PARALLEL_TILE_ROWS - 1) // PARALLEL_TILE_ROWS):
+        a = r0 + t * PARALLEL_TILE_ROWS
+        b = min(r1, a + PARALLEL_TILE_ROWS)
+        _cosine_rows(X, a, b, shift, scale, offset, train, norms, out[a - r0 : b - r0])
+
+
+def cosine_kneighbors(
+    X: np.ndarray, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
+    train: np.ndarray, norms: np.ndarray, distances: np.ndarray, indices: np.ndarray, parallel: bool,
+) -> None:
+    """The k = indices.shape[1] nearest training rows by cosine distance, picked as scikit-learn's brute force picks them.
+
+    scikit-learn's _kneighbors_reduce_func: argpartition of each distance row at k - 1, then a
+    (default-kind) argsort of the k picked; the same numpy calls on the same distances give the same
+    order of exact ties. Rows are taken in blocks of at most COSINE_CHUNK_DOUBLES distances.
+    """
+    n_train, k = train.shape[0], indices.shape[1]
+    block = max(1, COSINE_CHUNK_DOUBLES // max(1, n_train))
+    fill = cosine_distances_parallel if parallel else cosine_distances
+    buffer = np.empty((min(block, X.shape[0]), n_train))
+    for r0 in range(0, X.shape[0], block):
+        r1 = min(X.shape[0], r0 + block)
+        D = buffer[: r1 - r0]
+        fill(X, r0, r1, shift, scale, offset, train, norms, D)
+        rows = np.arange(r1 - r0)[:, None]
+        picked = np.argpartition(D, k - 1, axis=1)[:, :k]
+        picked = picked[rows, np.argsort(D[rows, picked])]
+        indices[r0:r1] = picked
+        distances[r0:r1] = D[rows, picked]
+
+
+@kernel
+def _radius_rows(
+    X: np.ndarray, r0: int, r1: int, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
+    train: np.ndarray, norms: np.ndarray, metric: int, p: float, radius: float, by_distance: bool,
+    codes: np.ndarray, targets: np.ndarray, counts: np.ndarray, sums: np.ndarray, totals: np.ndarray,
+) -> None:
+    """Weighted sums over the training rows within `radius` (reduced, see `reduced_radius`; <=, as scikit-learn) of x'_r.
+
+    counts[r]: how many; totals[r]: their summed weight; sums[r, c]: the weight of those of class
+    code c (when `codes` is not empty), else the weighted sum of their `targets` rows. Weights are 1,
+    or (by_distance) 1 / d, where the rows at distance 0, if any, weigh 1 each and the others 0.
+    """
+    m = sums.shape[1]
+    classify = codes.shape[0] > 0
+    xb = np.empty((1, X.shape[1]))
+    identity = is_identity(shift, scale, offset)
+    at_zero = np.empty(m)
+    for r in range(r0, r1):
+        affine_rows(X, r, 1, shift, scale, offset, identity, xb)
+        x = xb[0]
+        if metric == COSINE:
+            _normalize(x)
+        sums[r, :] = 0.0
+        at_zero[:] = 0.0
+        count = 0
+        n_zero = 0
+        total = 0.0
+        for i in range(train.shape[0]):
+            rd = _cosine_distance(x, train, norms, i) if metric == COSINE else _reduced(x, train, i, metric, p)
+            if not rd <= radius:
+                continue
+            count += 1
+            w = 1.0
+            if by_distance:
+                d = _distance(rd, metric, p)
+                if d == 0.0:
+                    n_zero += 1
+                    if classify:
+                        at_zero[codes[i]] += 1.0
+                    else:
+                        for c in range(m):
+                            at_zero[c] += targets[i, c]
+                    continue
+                w = 1.0 / d
+            total += w
+            if classify:
+                sums[r, codes[i]] += w
+            else:
+                for c in range(m):
+                    sums[r, c] += w * targets[i, c]
+        if n_zero > 0:
+            sums[r, :] = at_zero
+            total = float(n_zero)
+        counts[r] = count
+        totals[r] = total
+
+
+@kernel
+def radius_sums(
+    X: np.ndarray, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
+    train: np.ndarray, norms: np.ndarray, metric: int, p: float, radius: float, by_distance: bool,
+    codes: np.ndarray, targets: np.ndarray, counts: np.ndarray, sums: np.ndarray, totals: np.ndarray,
+) -> None:
+    """The radius neighbourhood's counts, weighted sums and total weights for every row of X (see `_radius_rows`)."""
+    _radius_rows(X, 0, X.shape[0], shift, scale, offset, train, norms, metric, p, radius, by_distance, codes, targets, counts, sums, totals)
+
+
+@parallel_kernel
+def radius_sums_parallel(
+    X: np.ndarray, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
+    train: np.ndarray, norms: np.ndarray, metric: int, p: float, radius: float, by_distance: bool,
+    codes: np.ndarray, targets: np.ndarray, counts: np.ndarray, sums: np.ndarray, totals: np.ndarray,
+) -> None:
+    """`radius_sums` with row tiles spread over numba's threads."""
+    n = X.shape[0]
+    for t in prange((n + PARALLEL_TILE_ROWS - 1) // PARALLEL_TILE_ROWS):
+        r0 = t * PARALLEL_TILE_ROWS
+        _radius_rows(
+            X, r0, min(n, r0 + PARALLEL_TILE_ROWS), shift, scale, offset, train, norms, metric, p, radius, by_distance,
+            codes, targets, counts, sums, totals,
+        )

@@ -1,18 +1,24 @@
-"""Nearest neighbours (KNeighborsClassifier, KNeighborsRegressor, NearestNeighbors) against scikit-learn, in process.
+"""Nearest neighbours (KNeighbors*, NearestNeighbors, RadiusNeighbors*) against scikit-learn, in process.
 
 Exported, loaded and scored as the server does; indices must be identical (the data
 here avoid near-ties except exact duplicates, whose order is scikit-learn's: lower
-training index first), distances and probabilities within DESIGN.md's 1e-9 / 1e-12.
+training index first for the ArgKmin metrics, numpy's argpartition-then-argsort order
+for cosine), distances and probabilities within DESIGN.md's 1e-9 / 1e-12.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
-from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor, NearestNeighbors
+from sklearn.decomposition import PCA
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor, NearestNeighbors, RadiusNeighborsClassifier, RadiusNeighborsRegressor
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import MinMaxScaler, Normalizer, StandardScaler
 
+from tensorwire.kernels import config
+from tensorwire.server.errors import InvalidRequestError
 from tensorwire.server.modeling.export import export
 from tensorwire.server.modeling.registry import build_scorer
 from tensorwire.server.repository.model_format import load_model
@@ -89,9 +95,274 @@ def test_float32_and_pipeline(tmp_path):
     np.testing.assert_array_equal(predict, model.predict(Q.astype(np.float64)))
 
 
-def test_refusals(tmp_path):
-    X, y, Q = _data(1, 50, 2, 3)
-    with pytest.raises(ValueError, match="weights"):
-        export(KNeighborsClassifier(3, weights=lambda d: d).fit(X, y), tmp_path / "a" / "1")
-    with pytest.raises(ValueError, match="metric"):
-        export(KNeighborsClassifier(3, metric="cosine").fit(X, y), tmp_path / "b" / "1")
+# --- cosine ---------------------------------------------------------------------------
+
+
+def _cosine_data(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training rows with exact cosine ties (duplicates, rows doubled: the same direction), zero rows, and queries hitting them."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(12, 4))
+    X = np.concatenate([base, base[::-1], 2 * base[:6], np.zeros((3, 4)), rng.normal(size=(40, 4)), base[:5]])
+    Q = np.concatenate([base[:6], 4 * base[6:9], np.zeros((2, 4)), np.full((1, 4), 1e-300), rng.normal(size=(60, 4))])
+    return X, Q
+
+
+@pytest.mark.parametrize("k", [1, 3, 8, 30])
+def test_cosine_kneighbors_matches_sklearn_with_its_tie_order(tmp_path, k):
+    X, Q = _cosine_data(k)
+    model = NearestNeighbors(n_neighbors=k, metric="cosine").fit(X)
+    distances, indices = _scorer(model, tmp_path).score(_readonly(Q), ["distances", "indices"])
+    ref_d, ref_i = model.kneighbors(Q)
+    np.testing.assert_array_equal(indices, ref_i)
+    np.testing.assert_allclose(distances, ref_d, rtol=1e-9, atol=1e-12)
+    assert (ref_d[: 6, :2] < 1e-12).all() and (ref_d[9:12] == 1.0).all()  # the data hold exact hits and zero-norm queries
+
+
+def test_cosine_ties_follow_sklearn_not_index_order(tmp_path):
+    """Four copies of each row: scikit-learn's brute force lists them in numpy's argpartition order, not by index; so do we."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(10, 3))
+    X = np.concatenate([base, base, base[::-1], base])
+    model = NearestNeighbors(n_neighbors=7, metric="cosine").fit(X)
+    _, indices = _scorer(model, tmp_path).score(_readonly(base), ["distances", "indices"])
+    ref = model.kneighbors(base, return_distance=False)
+    np.testing.assert_array_equal(indices, ref)
+    assert any(list(row[:4]) != sorted(row[:4]) for row in ref)  # guards the test: index order would not pass it
+
+
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+def test_cosine_classifier_regressor_float32_and_parallel(tmp_path, monkeypatch, weights):
+    X, Q = _cosine_data(7)
+    y = np.arange(X.shape[0]) % 3
+    Q = np.concatenate([Q] * 5)  # over 256 rows: several tiles of the parallel variant
+    clf = KNeighborsClassifier(4, metric="cosine", weights=weights).fit(X, y)
+    reg = KNeighborsRegressor(5, metric="cosine", weights=weights).fit(X, X[:, 0])
+    monkeypatch.setattr(config, "PARALLEL_MIN_ROWS", 1)
+    for dtype, tol in (("float64", (1e-9, 1e-12)), ("float32", (1e-5, 1e-6))):
+        rows = Q.astype(dtype)
+        predict, proba = _scorer(clf, tmp_path / f"c{dtype}", dtype).score(_readonly(rows), ["predict", "predict_proba"])
+        np.testing.assert_array_equal(predict, clf.predict(rows.astype(np.float64)))
+        np.testing.assert_allclose(proba, clf.predict_proba(rows.astype(np.float64)), rtol=tol[0], atol=tol[1])
+        (pred,) = _scorer(reg, tmp_path / f"r{dtype}", dtype).score(_readonly(rows), ["predict"])
+        np.testing.assert_allclose(pred, reg.predict(rows.astype(np.float64)), rtol=tol[0], atol=tol[1])
+
+
+# --- radius neighbours -----------------------------------------------------------------
+
+RADIUS_METRICS = [("euclidean", 2, 1.2), ("manhattan", 2, 2.0), ("chebyshev", 2, 0.9), ("minkowski", 3, 1.1), ("cosine", 2, 0.3)]
+
+
+@pytest.fixture(scope="module")
+def radius_data():
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(400, 3))
+    y = np.array(["ant", "bee", "cat"])[rng.integers(0, 3, 400)]
+    # exact hits (rows 120 to 129); rows far from all; zero rows (no neighbour at cosine distance < 1)
+    Q = np.concatenate([rng.normal(size=(120, 3)), X[:10], rng.normal(size=(5, 3)) + 8.0, np.zeros((2, 3))])
+    return X, y, Q
+
+
+@pytest.fixture(scope="module")
+def radius_scorers(radius_data, tmp_path_factory):
+    """(estimator, scorer) per (task, metric, weights), fitted once for the module."""
+    X, y, _ = radius_data
+    made = {}
+    for metric, p, radius in RADIUS_METRICS:
+        for weights in ("uniform", "distance"):
+            for task, model in (
+                ("clf", RadiusNeighborsClassifier(radius=radius, metric=metric, p=p, weights=weights, outlier_label="most_frequent", algorithm="ball_tree" if metric != "cosine" else "brute")),
+                ("reg", RadiusNeighborsRegressor(radius=radius, metric=metric, p=p, weights=weights)),
+            ):
+                model.fit(X, y if task == "clf" else np.c_[X[:, 0] * 2 + 1, X[:, 1] ** 2])
+                made[task, metric, weights] = (model, _scorer(model, tmp_path_factory.mktemp("radius")))
+    return made
+
+
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+@pytest.mark.parametrize("metric", [m for m, _, _ in RADIUS_METRICS])
+def test_radius_classifier_matches_sklearn(radius_data, radius_scorers, metric, weights):
+    _, _, Q = radius_data
+    model, scorer = radius_scorers["clf", metric, weights]
+    predict, proba = scorer.score(_readonly(Q), ["predict", "predict_proba"])
+    assert [v.decode() for v in predict] == list(model.predict(Q))
+    if metric == "cosine" and weights == "uniform":
+        # scikit-learn's RadiusNeighborsClassMode path (brute force, uniform, not euclidean) leaves an outlier's
+        # probabilities at 0 for 'most_frequent'; its documented rule, and every other path, puts 1 on that class.
+        ref = model.predict_proba(Q)
+        outliers = ref.sum(axis=1) == 0
+        ref[outliers, list(model.classes_).index(model.outlier_label_[0])] = 1.0
+    else:
+        ref = model.predict_proba(Q)
+    if metric == "cosine" and weights == "distance":
+        # A row's cosine distance to itself is 1 - <x/|x|, x/|x|>: 0 or a few 1e-16 depending on the summation order
+        # (BLAS's or ours), and 1/d of that noise decides the weights: no library can agree on exact hits there.
+        keep = np.ones(Q.shape[0], dtype=bool)
+        keep[120:130] = False
+        proba, ref = proba[keep], ref[keep]
+    np.testing.assert_allclose(proba, ref, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+@pytest.mark.parametrize("metric", [m for m, _, _ in RADIUS_METRICS])
+def test_radius_regressor_matches_sklearn_nan_without_neighbours(radius_data, radius_scorers, metric, weights):
+    _, _, Q = radius_data
+    model, scorer = radius_scorers["reg", metric, weights]
+    (pred,) = scorer.score(_readonly(Q), ["predict"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn warns that it predicts NaN
+        ref = model.predict(Q)
+    assert pred.shape == ref.shape == (Q.shape[0], 2)
+    np.testing.assert_array_equal(np.isnan(pred), np.isnan(ref))
+    assert np.isnan(ref).any() and not np.isnan(ref).all()
+    if metric == "cosine" and weights == "distance":  # exact hits: see test_radius_classifier_matches_sklearn
+        pred, ref = np.delete(pred, np.s_[120:130], axis=0), np.delete(ref, np.s_[120:130], axis=0)
+    np.testing.assert_allclose(pred, ref, rtol=1e-9, atol=1e-12)
+
+
+def test_radius_parallel_variant_and_float32(radius_data, radius_scorers, monkeypatch, tmp_path):
+    X, y, Q = radius_data
+    rows = np.concatenate([Q] * 3)  # over 256 rows: several tiles
+    monkeypatch.setattr(config, "PARALLEL_MIN_ROWS", 1)
+    model, scorer = radius_scorers["clf", "manhattan", "distance"]
+    predict, proba = scorer.score(_readonly(rows), ["predict", "predict_proba"])
+    np.testing.assert_allclose(proba, model.predict_proba(rows), rtol=1e-9, atol=1e-12)
+    rows32 = rows.astype(np.float32)
+    model, _ = radius_scorers["reg", "euclidean", "uniform"]
+    (pred,) = _scorer(model, tmp_path, "float32").score(_readonly(rows32), ["predict"])
+    assert pred.dtype == np.float32
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.testing.assert_allclose(pred, model.predict(rows32.astype(np.float64)), rtol=1e-5, atol=1e-6)
+
+
+BOUNDARY = [  # (metric, p, radius): the training rows at (3, 4) and (-3, -4) lie exactly at the radius from the origin
+    ("euclidean", 2, 5.0),
+    ("manhattan", 2, 7.0),
+    ("chebyshev", 2, 4.0),
+    ("minkowski", 3, float(np.cbrt(91.0))),
+]
+
+
+@pytest.mark.parametrize("metric,p,radius", BOUNDARY)
+def test_rows_exactly_at_the_radius_are_neighbours(tmp_path, metric, p, radius):
+    X = np.array([[0.0, 0.0], [3.0, 4.0], [-3.0, -4.0], [6.0, 8.0], [0.0, 9.0]])
+    y = np.array([1.0, 10.0, 100.0, 1000.0, 10000.0])
+    Q = np.zeros((1, 2))
+    for r, expect in ((radius, 111.0 / 3), (np.nextafter(radius, 0.0), 1.0)):
+        reg = RadiusNeighborsRegressor(radius=r, metric=metric, p=p, algorithm="brute").fit(X, y)
+        (pred,) = _scorer(reg, tmp_path / str(r)).score(_readonly(Q), ["predict"])
+        np.testing.assert_allclose(reg.predict(Q), [expect], rtol=1e-12)
+        np.testing.assert_allclose(pred, [expect], rtol=1e-12)
+
+
+def test_cosine_radius_boundary(tmp_path):
+    """Orthogonal rows are at cosine distance exactly 1: inside radius 1, outside the float just below it."""
+    X = np.array([[1.0, 0.0], [0.0, 2.0], [-1.0, 0.0]])
+    y = np.array([1.0, 10.0, 100.0])
+    Q = np.array([[3.0, 0.0]])
+    for r, expect in ((1.0, 5.5), (np.nextafter(1.0, 0.0), 1.0)):
+        reg = RadiusNeighborsRegressor(radius=r, metric="cosine").fit(X, y)
+        (pred,) = _scorer(reg, tmp_path / str(r)).score(_readonly(Q), ["predict"])
+        np.testing.assert_allclose(reg.predict(Q), [expect], rtol=1e-12)
+        np.testing.assert_allclose(pred, [expect], rtol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def outlier_data():
+    X = np.array([[0.0, 0.0], [1.0, 0.0], [5.0, 5.0], [6.0, 5.0], [5.0, 6.0]])
+    Q = np.array([[0.0, 0.0], [20.0, 20.0], [5.5, 5.0], [-20.0, 3.0]])  # rows 1 and 3 have no neighbour within 1.5
+    return X, Q
+
+
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+@pytest.mark.parametrize(
+    "y,outlier_label",
+    [([5, 6, 7, 7, 7], "most_frequent"), ([5, 6, 7, 7, 7], 6), ([5, 6, 7, 7, 7], -1), (["a", "b", "c", "c", "b"], "z"), ([0.0, 1.0, 1.0, 2.0, 2.0], [3.0])],
+)
+def test_outlier_label(tmp_path, outlier_data, weights, y, outlier_label):
+    """A label for rows without neighbours: one of the classes (probability 1 on it) or another (probabilities 0)."""
+    X, Q = outlier_data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn warns of an outlier label that is not a class
+        model = RadiusNeighborsClassifier(radius=1.5, weights=weights, outlier_label=outlier_label).fit(X, np.array(y))
+        ref_proba, ref_predict = model.predict_proba(Q), model.predict(Q)
+    predict, proba = _scorer(model, tmp_path).score(_readonly(Q), ["predict", "predict_proba"])
+    np.testing.assert_allclose(proba, ref_proba, rtol=1e-9, atol=1e-12)
+    got = [v.decode() for v in predict] if predict.dtype == object else list(predict)
+    assert got == list(ref_predict)
+    assert ref_predict[1] == model.outlier_label_[0]
+
+
+def test_no_outlier_label_refuses_rows_without_neighbours(tmp_path, outlier_data):
+    X, Q = outlier_data
+    model = RadiusNeighborsClassifier(radius=1.5).fit(X, [0, 0, 1, 1, 1])
+    with pytest.raises(ValueError, match="No neighbors found"):
+        model.predict(Q)
+    scorer = _scorer(model, tmp_path)
+    with pytest.raises(InvalidRequestError, match=r"row\(s\) 1, 3 have no training row within radius 1.5"):
+        scorer.score(_readonly(Q), ["predict"])
+    predict, proba = scorer.score(_readonly(Q[[0, 2]]), ["predict", "predict_proba"])
+    np.testing.assert_array_equal(predict, model.predict(Q[[0, 2]]))
+    np.testing.assert_allclose(proba, model.predict_proba(Q[[0, 2]]), rtol=1e-9, atol=1e-12)
+
+
+def test_radius_duplicates_and_exact_hits(tmp_path):
+    """Integer rows, duplicated: distance weights give the rows at distance 0 all the weight, as scikit-learn does."""
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 4, size=(30, 3)).astype(np.float64)
+    X = np.concatenate([base, base[:10]])
+    y = rng.integers(0, 3, X.shape[0])
+    Q = np.concatenate([base[:15], rng.integers(0, 4, size=(20, 3)) + 0.5])
+    clf = RadiusNeighborsClassifier(radius=1.0, weights="distance", outlier_label="most_frequent").fit(X, y)
+    predict, proba = _scorer(clf, tmp_path / "c").score(_readonly(Q), ["predict", "predict_proba"])
+    np.testing.assert_allclose(proba, clf.predict_proba(Q), rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(predict, clf.predict(Q))
+    reg = RadiusNeighborsRegressor(radius=1.0, weights="distance").fit(X, y * 1.5)
+    (pred,) = _scorer(reg, tmp_path / "r").score(_readonly(Q), ["predict"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.testing.assert_allclose(pred, reg.predict(Q), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [lambda: [StandardScaler()], lambda: [MinMaxScaler(), StandardScaler()], lambda: [StandardScaler(), PCA(3)], lambda: [Normalizer()]],
+)
+def test_radius_and_cosine_pipelines(tmp_path, steps):
+    X, y, Q = _data(9, 300, 80, 5)
+    X, Q = X * [1, 10, 100, 1, 0.1] + 50, Q * [1, 10, 100, 1, 0.1] + 50
+    clf = make_pipeline(*steps(), RadiusNeighborsClassifier(radius=1.5, weights="distance", outlier_label=0)).fit(X, y)
+    predict, proba = _scorer(clf, tmp_path / "c").score(_readonly(Q), ["predict", "predict_proba"])
+    np.testing.assert_allclose(proba, clf.predict_proba(Q), rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(predict, clf.predict(Q))
+    reg = make_pipeline(*steps(), RadiusNeighborsRegressor(radius=1.5)).fit(X, y * 0.5)
+    (pred,) = _scorer(reg, tmp_path / "r").score(_readonly(Q), ["predict"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.testing.assert_allclose(pred, reg.predict(Q), rtol=1e-9, atol=1e-12)
+    knn = make_pipeline(*steps(), KNeighborsClassifier(5, metric="cosine")).fit(X, y)
+    predict, proba = _scorer(knn, tmp_path / "k").score(_readonly(Q), ["predict", "predict_proba"])
+    np.testing.assert_allclose(proba, knn.predict_proba(Q), rtol=1e-9, atol=1e-12)
+
+
+# --- refusals --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [KNeighborsClassifier, KNeighborsRegressor, NearestNeighbors, RadiusNeighborsClassifier, RadiusNeighborsRegressor])
+def test_refusals(tmp_path, make):
+    """Metrics, metric parameters and weights tensorwire does not serve are refused at export, by name."""
+    X, y, _ = _data(1, 50, 2, 3)
+    cases = [
+        ({"metric": "haversine"}, "metric 'haversine'", X[:, :2]),
+        ({"metric": "precomputed"}, "metric 'precomputed'", np.abs(X[:, :1] - X[:, :1].T)),
+        ({"metric": lambda a, b: float(np.abs(a - b).sum())}, "metric <function", X),
+        ({"metric": "minkowski", "metric_params": {"w": np.ones(3)}}, "metric 'minkowski' with metric_params", X),
+        ({"metric": "seuclidean", "metric_params": {"V": np.ones(3)}}, "metric 'seuclidean' with metric_params", X),
+    ]
+    if make is not NearestNeighbors:
+        cases.append(({"weights": lambda d: d}, "weights <function", X))
+    for i, (kwargs, problem, data) in enumerate(cases):
+        model = make(**kwargs)
+        model = model.fit(data) if make is NearestNeighbors else model.fit(data, y)
+        with pytest.raises(ValueError, match=f"{make.__name__}: {problem}"):
+            export(model, tmp_path / str(i) / "1")
