@@ -17,6 +17,7 @@ from tensorwire.kernels.config import apply_thread_budget
 from tensorwire.server.config import ServerConfig
 from tensorwire.server.inference.handler import InferenceHandler
 from tensorwire.server.process.cluster import Cluster
+from tensorwire.server.repository.cache_warming import load_compiling_in_parallel
 from tensorwire.server.repository.model_repository import ModelRepository
 from tensorwire.server.repository.poller import RepositoryPoller
 from tensorwire.server.transport.call_limits import STREAM_POOL_SPARE, SplitPool
@@ -72,7 +73,8 @@ class Server:
         """
         apply_thread_budget()
         log.info("loading models from %s", self.config.model_repository)
-        self.handler.repository.load_all(models)  # a repository that holds them already keeps those whose files are unchanged
+        # a repository that holds them already (a forked worker's) keeps those whose files are unchanged
+        load_compiling_in_parallel(self.handler.repository, models, os.cpu_count() or 1)
         if models is not None:
             for name in set(self.handler.repository.snapshot) - set(models):  # unloaded since the template loaded them
                 self.handler.repository.unload(name)

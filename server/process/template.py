@@ -51,10 +51,11 @@ def template_main(conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the supervisor decides
     forbid_thread_pool()
     from tensorwire.server.process.app import open_repository
+    from tensorwire.server.repository.cache_warming import load_compiling_in_parallel
 
     started = time.perf_counter()
     repository = open_repository(config)
-    repository.load_all(models)
+    load_compiling_in_parallel(repository, models, os.cpu_count() or 1)
     log.info("%d model versions loaded in %.2fs; workers are forked from here and share them", repository.ready_count(), time.perf_counter() - started)
     if thread_pool_started():  # a model's load ran a parallel kernel after all: a forked child would abort in it
         log.error("numba's thread pool started while loading; the workers cannot be forked from here")

@@ -10,7 +10,6 @@ import sys
 
 from tensorwire.server.version import VERSION
 
-
 ENVIRONMENT_NOTE = (
     "Every flag can also be set as an environment variable TENSORWIRE_<NAME>, its name in capitals with "
     "dashes as underscores (TENSORWIRE_WORKERS=4, TENSORWIRE_GRPC_USE_SSL=1, TENSORWIRE_LOAD_MODEL=a,b); a flag "
@@ -189,6 +188,8 @@ def _add_warm(commands: argparse._SubParsersAction) -> None:  # type: ignore[typ
         "TENSORWIRE_KERNEL_THREADS the server will have. Exits 1 if a model does not load or nothing was cached.",
     )
     warm.add_argument("model_repository", help="the model repository to compile, e.g. models/")
+    warm.add_argument("--model", action="append", default=None, help="compile only this model (repeatable; default: every model)")
+    warm.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="processes that compile at once (default: one per CPU)")
 
 
 def _warm(args: argparse.Namespace) -> int:
@@ -199,7 +200,7 @@ def _warm(args: argparse.Namespace) -> int:
 
     from tensorwire.server.repository.cache_warming import warm_repository
 
-    report = warm_repository(args.model_repository)
+    report = warm_repository(args.model_repository, args.model, max(1, args.processes))
     where = f"{report.cached_kernels} kernels cached in {report.cache_dir}" if report.cache_dir else "kernels cached beside the installed package"
     print(f"warmed {report.ready} model versions in {report.seconds:.1f}s: {where} for CPU {numba.config.CPU_NAME or 'host'}")
     for failure in report.failures:
