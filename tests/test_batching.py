@@ -53,6 +53,40 @@ def test_concurrent_requests_share_a_kernel_call_and_get_their_own_rows() -> Non
     batcher.close()
 
 
+class RefusingScorer(RecordingScorer):
+    """Refuses any batch holding a negative value, naming its row (as a model refuses a row it cannot score)."""
+
+    def score(self, X: np.ndarray, outputs: Sequence[str]) -> list[np.ndarray]:
+        bad = np.flatnonzero((X < 0).any(axis=1))
+        if bad.size:
+            with self.lock:
+                self.batches.append(X.shape[0])
+            raise ValueError(f"row {bad[0]} is negative")
+        return super().score(X, outputs)
+
+
+def test_a_request_the_model_refuses_fails_alone_with_its_own_row_numbers() -> None:
+    scorer = RefusingScorer()
+    batcher = DynamicBatcher(scorer, DynamicBatching(max_batch_size=64, max_queue_delay_microseconds=200_000), "t")
+    inputs = [np.full((3, 2), float(i)) for i in range(1, 8)]
+    inputs[4][2, 1] = -1.0  # the fifth request's last row
+
+    def score(X: np.ndarray) -> Any:
+        try:
+            return batcher.score(X, ["double"], None).outputs[0]
+        except ValueError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(len(inputs)) as pool:
+        results = list(pool.map(score, inputs))
+    assert results[4] == "row 2 is negative"
+    for i, (X, result) in enumerate(zip(inputs, results)):
+        if i != 4:
+            np.testing.assert_array_equal(result, X * 2)
+    assert max(scorer.batches) > 3, scorer.batches  # they were batched together before the refusal split them
+    batcher.close()
+
+
 def test_a_full_preferred_batch_is_scored_without_waiting_for_the_delay() -> None:
     scorer = RecordingScorer()
     batcher = DynamicBatcher(scorer, DynamicBatching(max_batch_size=8, max_queue_delay_microseconds=5_000_000, preferred_batch_size=(4,)), "t")

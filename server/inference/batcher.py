@@ -129,9 +129,12 @@ class DynamicBatcher:
             X = live[0].X if len(live) == 1 else np.concatenate([item.X for item in live])
             outputs = self._scorer.score(X, names)
         except Exception as exc:
-            for item in live:
-                item.error = exc
-                item.done.set()
+            if len(live) == 1:
+                live[0].error = exc
+                live[0].done.set()
+            else:  # one request's rows may be what failed (e.g. a row a model refuses): each request alone, its rows numbered as it sent them
+                for item in live:
+                    self._score_alone(item)
             return
         live[0].executed = True
         by_name = dict(zip(names, outputs))
@@ -141,3 +144,11 @@ class DynamicBatcher:
             item.results = [by_name[name][start:stop] for name in item.outputs]
             start = stop
             item.done.set()
+
+    def _score_alone(self, item: _Pending) -> None:
+        try:
+            item.results = self._scorer.score(item.X, item.outputs)
+            item.executed = True
+        except Exception as exc:
+            item.error = exc
+        item.done.set()
