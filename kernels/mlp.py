@@ -1,8 +1,13 @@
 """Multi-layer perceptron scoring (MLPClassifier, MLPRegressor): dense layers, hidden activation, output activation.
 
-The layers' weights lie in one flat float64 array (layer l: coef [sizes[l], sizes[l + 1]] row-major, then its
-intercept), so one call scores every layer with two ping-pong buffers of [tile rows, widest layer] allocated
-once per call: small batches never allocate per layer, large ones go through BLAS one tile at a time.
+The layers' weights lie in one flat array (layer l: coef [sizes[l], sizes[l + 1]] row-major, then its intercept),
+float64, or float32 for a network scikit-learn itself runs in float32 (`compute_dtype`). One call scores every
+layer tile by tile with two ping-pong buffers allocated once per call: a tile of BLAS_MIN_ROWS rows or more goes
+through BLAS (one gemm per layer, written into the buffer), a smaller one through a fused loop; each layer's
+intercept and activation are applied while its tile is still in cache.
+
+There is no numba-parallel variant: large batches take their threads from BLAS (the server caps BLAS at the
+kernel thread budget), and a prange around BLAS calls would run two thread pools on the same cores.
 """
 
 from __future__ import annotations
@@ -10,14 +15,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import prange
 
-from tensorwire.kernels.config import inlined, kernel, parallel_kernel
-from tensorwire.kernels.decomposition import PARALLEL_TILE_ROWS, affine_rows, is_identity
+from tensorwire.kernels.config import inlined, kernel
+from tensorwire.kernels.decomposition import affine_rows, ieee_div, is_identity
+from tensorwire.kernels.svm import exp_nonpositive
 
 IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX = 0, 1, 2, 3, 4
 ACTIVATIONS = {"identity": IDENTITY, "logistic": LOGISTIC, "tanh": TANH, "relu": RELU, "softmax": SOFTMAX}
-_TILE = 256
+BLAS_MIN_ROWS = 8  # from 8 rows one gemm per layer beats the fused loop (fp32 and fp64, 2-core Zen 3)
+TILE_ROWS = 512  # rows per tile: a tile's activations stay in L2 between layers
 
 
 def mlp_params(coefs: list[np.ndarray], intercepts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -30,92 +36,110 @@ def mlp_params(coefs: list[np.ndarray], intercepts: list[np.ndarray]) -> tuple[n
     return np.concatenate(parts), np.array(sizes, dtype=np.int64)
 
 
+def compute_dtype(input_dtype: type[np.floating], coef_dtype: type[np.floating]) -> type[np.floating]:
+    """The precision scikit-learn's forward pass runs in: numpy's promotion of X's dtype and coefs_'s dtype
+    (float32 only when both are float32, i.e. a network trained on float32 data scoring float32 rows)."""
+    return np.float32 if np.dtype(input_dtype) == np.float32 and np.dtype(coef_dtype) == np.float32 else np.float64
+
+
 @inlined
-def _activate(h: np.ndarray, m: int, width: int, code: int) -> None:
-    """Apply an activation in place to h[:m, :width] (scikit-learn's ACTIVATIONS)."""
-    if code == LOGISTIC:
+def _finish_layer(h: np.ndarray, intercept: np.ndarray, code: int) -> None:
+    """h += intercept, then the activation in place (scikit-learn's ACTIVATIONS): one branch per tile, so that each
+    loop is straight-line code LLVM can vectorise, and exp_nonpositive (within 1 ulp) instead of calls to libm's
+    exp and tanh, which it cannot."""
+    m, width = h.shape
+    if code == IDENTITY:
         for q in range(m):
             for j in range(width):
-                v = h[q, j]
-                # scipy.special.expit, stable for large |v|.
-                if v >= 0.0:
-                    h[q, j] = 1.0 / (1.0 + math.exp(-v))
-                else:
-                    e = math.exp(v)
-                    h[q, j] = e / (1.0 + e)
-    elif code == TANH:
-        for q in range(m):
-            for j in range(width):
-                h[q, j] = math.tanh(h[q, j])
+                h[q, j] += intercept[j]
     elif code == RELU:
         for q in range(m):
             for j in range(width):
-                if not h[q, j] > 0.0:
-                    h[q, j] = 0.0
-    elif code == SOFTMAX:
+                v = h[q, j] + intercept[j]
+                h[q, j] = v if not v < 0.0 else 0.0  # np.maximum(v, 0): NaN stays NaN
+    elif code == LOGISTIC:
         for q in range(m):
-            mx = h[q, 0]
-            for j in range(1, width):
-                if h[q, j] > mx:
-                    mx = h[q, j]
+            for j in range(width):
+                v = np.float64(h[q, j] + intercept[j])
+                # scipy.special.expit, stable for large |v|: e = exp(-|v|) never overflows.
+                e = exp_nonpositive(-abs(v))
+                h[q, j] = ieee_div(1.0 if v >= 0.0 else e, 1.0 + e)
+    elif code == TANH:
+        for q in range(m):
+            for j in range(width):
+                v = np.float64(h[q, j] + intercept[j])
+                e = exp_nonpositive(-2.0 * abs(v))
+                h[q, j] = math.copysign(ieee_div(1.0 - e, 1.0 + e), v)
+    else:  # SOFTMAX
+        for q in range(m):
+            mx = -np.inf
+            for j in range(width):
+                h[q, j] += intercept[j]
+                mx = max(mx, h[q, j])
+            for j in range(width):
+                h[q, j] -= mx
+        # exp over the tile as one flat run, so that it vectorises across rows however few the classes
+        flat = h.reshape(m * width)
+        for i in range(m * width):
+            flat[i] = exp_nonpositive(np.float64(flat[i]))
+        for q in range(m):
             s = 0.0
             for j in range(width):
-                e = math.exp(h[q, j] - mx)
-                h[q, j] = e
-                s += e
+                s += h[q, j]
             for j in range(width):
-                h[q, j] /= s
+                h[q, j] = ieee_div(np.float64(h[q, j]), s)
 
 
 @kernel
-def _mlp_rows(
-    X: np.ndarray, r0: int, r1: int, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
-    weights: np.ndarray, sizes: np.ndarray, hidden: int, output: int, out: np.ndarray,
+def dense_layer(src: np.ndarray, coef: np.ndarray, intercept: np.ndarray, code: int, dst: np.ndarray) -> None:
+    """dst [m, fan_out] = activation(src [m, fan_in] @ coef + intercept); src and dst C-contiguous."""
+    m, fan_out = dst.shape
+    fan_in = src.shape[1]
+    if m >= BLAS_MIN_ROWS:
+        np.dot(src, coef, dst)
+    else:
+        for q in range(m):
+            for j in range(fan_out):
+                dst[q, j] = 0.0
+            for i in range(fan_in):
+                v = src[q, i]
+                for j in range(fan_out):
+                    dst[q, j] += v * coef[i, j]
+    _finish_layer(dst, intercept, code)
+
+
+@kernel
+def _layers(
+    src: np.ndarray, t: int, weights: np.ndarray, sizes: np.ndarray, hidden: int, output: int,
+    a: np.ndarray, b: np.ndarray, out: np.ndarray,
 ) -> None:
-    """out[r] = the network's output for rows r0 <= r < r1 of x' = (x - shift) scale + offset."""
+    """out[t : t + m] = every layer applied to the tile src [m, sizes[0]], through the flat buffers a and b."""
+    m = src.shape[0]
     n_layers = sizes.shape[0] - 1
+    pos = 0
+    for layer in range(n_layers):
+        fan_in, fan_out = sizes[layer], sizes[layer + 1]
+        coef = weights[pos:pos + fan_in * fan_out].reshape((fan_in, fan_out))
+        pos += fan_in * fan_out
+        intercept = weights[pos:pos + fan_out]
+        pos += fan_out
+        if layer == n_layers - 1:
+            dense_layer(src, coef, intercept, output, out[t:t + m])
+        else:
+            # hidden layers alternate between b and a; `a` may hold the input tile, which layer 0 reads
+            dst = (b if layer % 2 == 0 else a)[: m * fan_out].reshape((m, fan_out))
+            dense_layer(src, coef, intercept, hidden, dst)
+            src = dst
+
+
+@kernel
+def _tile_buffers(n: int, sizes: np.ndarray, weights: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """(rows per tile, two flat buffers of rows x the widest layer), allocated once per call."""
     widest = 0
     for s in sizes:
         widest = max(widest, s)
-    rows = min(_TILE, max(r1 - r0, 1))
-    a = np.empty((rows, widest))
-    b = np.empty((rows, widest))
-    identity = is_identity(shift, scale, offset)
-    n_in = sizes[0]
-    n_out = sizes[n_layers]
-    for t in range(r0, r1, rows):
-        m = min(rows, r1 - t)
-        xb = a[:, :n_in]
-        affine_rows(X, t, m, shift, scale, offset, identity, xb)
-        src, dst = a, b
-        pos = 0
-        for layer in range(n_layers):
-            fan_in, fan_out = sizes[layer], sizes[layer + 1]
-            coef = weights[pos:pos + fan_in * fan_out].reshape((fan_in, fan_out))
-            pos += fan_in * fan_out
-            intercept = weights[pos:pos + fan_out]
-            pos += fan_out
-            h = dst[:m, :fan_out]
-            if m >= 16:
-                h[:, :] = np.dot(np.ascontiguousarray(src[:m, :fan_in]), coef)
-                for q in range(m):
-                    for j in range(fan_out):
-                        h[q, j] += intercept[j]
-            else:
-                for q in range(m):
-                    for j in range(fan_out):
-                        h[q, j] = 0.0
-                    for i in range(fan_in):
-                        v = src[q, i]
-                        for j in range(fan_out):
-                            h[q, j] += v * coef[i, j]
-                    for j in range(fan_out):
-                        h[q, j] += intercept[j]
-            _activate(h, m, fan_out, hidden if layer < n_layers - 1 else output)
-            src, dst = dst, src
-        for q in range(m):
-            for j in range(n_out):
-                out[t + q, j] = src[q, j]
+    rows = min(TILE_ROWS, max(n, 1))
+    return rows, np.empty(rows * widest, dtype=weights.dtype), np.empty(rows * widest, dtype=weights.dtype)
 
 
 @kernel
@@ -123,45 +147,23 @@ def mlp_forward(
     X: np.ndarray, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
     weights: np.ndarray, sizes: np.ndarray, hidden: int, output: int, out: np.ndarray,
 ) -> None:
-    """out [n_rows, n_outputs] = the network's output activations for every row."""
-    _mlp_rows(X, 0, X.shape[0], shift, scale, offset, weights, sizes, hidden, output, out)
-
-
-@parallel_kernel
-def mlp_forward_parallel(
-    X: np.ndarray, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
-    weights: np.ndarray, sizes: np.ndarray, hidden: int, output: int, out: np.ndarray,
-) -> None:
-    """`mlp_forward` with row tiles spread over numba's threads."""
+    """out [n_rows, n_outputs] = the network's output activations for x' = (x - shift) scale + offset, in the
+    precision of `weights` (`out` has the same dtype)."""
     n = X.shape[0]
-    for t in prange((n + PARALLEL_TILE_ROWS - 1) // PARALLEL_TILE_ROWS):
-        r0 = t * PARALLEL_TILE_ROWS
-        _mlp_rows(X, r0, min(n, r0 + PARALLEL_TILE_ROWS), shift, scale, offset, weights, sizes, hidden, output, out)
+    rows, a, b = _tile_buffers(n, sizes, weights)
+    identity = is_identity(shift, scale, offset)
+    n_in = sizes[0]
+    for t in range(0, n, rows):
+        m = min(rows, n - t)
+        src = a[: m * n_in].reshape((m, n_in))
+        affine_rows(X, t, m, shift, scale, offset, identity, src)
+        _layers(src, t, weights, sizes, hidden, output, a, b, out)
 
 
-BLAS_MIN_ROWS = 512
-
-
-def mlp_forward_blas(
-    X: np.ndarray, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
-    weights: np.ndarray, sizes: np.ndarray, hidden: int, output: int, out: np.ndarray,
-) -> None:
-    """`mlp_forward` for large batches: one BLAS matmul per layer over every row (float64, as scikit-learn)."""
-    h = (X.astype(np.float64) - shift) * scale + offset
-    pos = 0
-    n_layers = sizes.shape[0] - 1
-    for layer in range(n_layers):
-        fan_in, fan_out = int(sizes[layer]), int(sizes[layer + 1])
-        coef = weights[pos:pos + fan_in * fan_out].reshape(fan_in, fan_out)
-        pos += fan_in * fan_out
-        h = h @ coef
-        h += weights[pos:pos + fan_out]
-        pos += fan_out
-        code = hidden if layer < n_layers - 1 else output
-        if code == RELU:
-            np.maximum(h, 0.0, out=h)
-        elif code == TANH:
-            np.tanh(h, out=h)
-        elif code != IDENTITY:
-            _activate(h, h.shape[0], fan_out, code)
-    out[:] = h
+@kernel
+def mlp_forward_direct(X: np.ndarray, weights: np.ndarray, sizes: np.ndarray, hidden: int, output: int, out: np.ndarray) -> None:
+    """`mlp_forward` without pre-scaling, reading X's rows in place: X C-contiguous and of the dtype of `weights`."""
+    n = X.shape[0]
+    rows, a, b = _tile_buffers(n, sizes, weights)
+    for t in range(0, n, rows):
+        _layers(X[t:min(n, t + rows)], t, weights, sizes, hidden, output, a, b, out)
