@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from tensorwire.kernels import neighbors
+from tensorwire.kernels import neighbors, neighbors_blocked
 from tensorwire.server.errors import InvalidRequestError
 from tensorwire.server.modeling.export_support import class_labels
 from tensorwire.server.modeling.pipelines import Preprocessing, exported, planned
@@ -87,6 +87,8 @@ class NeighborsScorer:
         self.metric = neighbors.METRICS[metric]
         self.train = float_array(manifest, arrays, "train", (-1, self.inputs.width))
         self.norms = train_norms(self.train, self.metric)
+        # euclidean batches screen the training rows with BLAS and a proven bound (kernels/neighbors_blocked.py): same answers
+        self.sq_norms = neighbors_blocked.train_squared_norms(self.train) if self.metric == neighbors.METRICS["euclidean"] else None
         if not isinstance(k, int) or not 1 <= k <= self.train.shape[0]:
             raise invalid(manifest, f"k {k!r} is not between 1 and the {self.train.shape[0]} stored rows")
         self.k: int = k
@@ -107,6 +109,10 @@ class NeighborsScorer:
         self.output_names = frozenset(o.name for o in manifest.outputs)
         for parallel in (False, True) if compiles_parallel() else (False,):  # compile at load, where a batch can take them
             self._score(one_row(manifest), ("distances",), parallel)
+            if self.sq_norms is not None:  # whichever size of batch takes it
+                row = self.inputs(one_row(manifest), parallel)
+                pre = (self.inputs.shift, self.inputs.scale, self.inputs.offset)
+                neighbors_blocked.kneighbors_blocked(row, *pre, self.train, self.sq_norms, np.empty((1, k)), np.empty((1, k), dtype=np.int64), parallel)
 
     def score(self, X: np.ndarray, outputs: Sequence[str]) -> list[np.ndarray]:
         check_request(self.manifest, self.output_names, outputs, X)
@@ -119,6 +125,8 @@ class NeighborsScorer:
         pre = (self.inputs.shift, self.inputs.scale, self.inputs.offset)
         if self.metric == neighbors.COSINE:
             neighbors.cosine_kneighbors(Xk, *pre, self.train, self.norms, distances, indices, parallel)
+        elif self.sq_norms is not None and neighbors_blocked.prefers_blocked(X.shape[0], *self.train.shape):
+            neighbors_blocked.kneighbors_blocked(Xk, *pre, self.train, self.sq_norms, distances, indices, parallel)
         else:
             kernel = neighbors.kneighbors_parallel if parallel else neighbors.kneighbors
             kernel(Xk, *pre, self.train, self.metric, self.p, distances, indices)
