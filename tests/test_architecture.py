@@ -1,4 +1,5 @@
-"""The layout's rules, from every module's imports; the family registry is complete; the README's estimator table is true.
+"""The layout's rules, from every module's imports; the family registry is complete; a serving process imports no
+export-only library; the README's estimator table is true.
 
 Import rules: kernels import nothing of tensorwire's but kernels; protos nothing
 but protos; the client nothing of the server's, the kernels' or the command
@@ -14,6 +15,8 @@ import importlib
 import pathlib
 import pkgutil
 import re
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -173,6 +176,99 @@ def test_every_exportable_estimator_has_a_scorer_and_every_scorer_an_exporter() 
     assert {cls.__name__: entry.kind for cls, entry in EXPORTERS.items() if entry.kind not in SCORERS} == {}
     assert set(SCORERS) == {entry.kind for entry in [*EXPORTERS.values(), *EXPORTERS_BY_NAME.values()]}
     assert {name: entry.kind for name, entry in EXPORTERS_BY_NAME.items() if entry.kind not in SCORERS} == {}
+
+
+# --- what a serving process imports -----------------------------------------------------
+
+EXPORT_ONLY_LIBRARIES = ("sklearn", "scipy", "pandas")
+
+# In a fresh process: compile a first numba function (numba itself imports scipy's top-level package to check its
+# version, and scipy.linalg's BLAS when it first compiles or loads from its cache), then do what a worker does
+# (load_families, build each model's scorer, which warms it) and print every module loaded since.
+SERVING_SCRIPT = """
+import sys
+import numba
+numba.njit(lambda: 0)()
+before = set(sys.modules)
+from tensorwire.server.modeling.registry import build_scorer, load_families
+from tensorwire.server.repository.model_format import load_model
+load_families()
+for path in sys.argv[1:]:
+    model = load_model(path)
+    build_scorer(model.manifest, model.arrays, path)
+for name in sorted(set(sys.modules) - before):
+    print(name)
+"""
+
+
+def one_model_of_each_kind() -> dict[str, Any]:
+    """A small fitted estimator (or Pipeline) for every model kind, keyed by the kind it exports as."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.cluster import DBSCAN, KMeans
+    from sklearn.decomposition import PCA
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.neighbors import KNeighborsClassifier, RadiusNeighborsRegressor
+    from sklearn.neural_network import MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC, SVR, OneClassSVM
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 4))
+    labels = (X[:, 0] > 0).astype(int)
+    values = X @ rng.standard_normal(4)
+    return {
+        "linear_classifier": LogisticRegression().fit(X, labels),
+        "linear_regressor": Ridge().fit(X, values),
+        "svc": SVC().fit(X, labels),
+        "svr": SVR().fit(X, values),
+        "one_class_svm": OneClassSVM().fit(X),
+        "kmeans": KMeans(n_clusters=3, n_init=1, random_state=0).fit(X),
+        "projection": make_pipeline(StandardScaler(), PCA(n_components=2)).fit(X),
+        "neighbors": KNeighborsClassifier(n_neighbors=3).fit(X, labels),
+        "radius_neighbors": RadiusNeighborsRegressor(radius=10.0).fit(X, values),
+        "mlp": MLPRegressor(hidden_layer_sizes=(5,), max_iter=20, random_state=0).fit(X, values),
+        "tree_ensemble": RandomForestClassifier(n_estimators=3, max_depth=3, random_state=0).fit(X, labels),
+        "dbscan": DBSCAN(eps=1.5).fit(X),
+        "calibrated_classifier": CalibratedClassifierCV(LogisticRegression(), cv=2).fit(X, labels),
+    }
+
+
+def test_a_class_table_imports_its_dotted_paths_on_first_lookup() -> None:
+    from fractions import Fraction
+
+    from tensorwire.server.modeling.registry import ClassTable
+
+    table = ClassTable("TABLE", {"fractions.Fraction": "fraction", int: "int"})
+    assert table.registered() == {int: "int", "fractions.Fraction": "fraction"}  # nothing imported yet
+    with pytest.raises(RuntimeError, match="registered twice"):
+        table.add("fractions.Fraction", "again")
+    assert Fraction in table and table.get(Fraction) == "fraction" and str not in table
+    assert dict(table.items()) == {int: "int", Fraction: "fraction"}
+    table.add("fractions.Fraction", "again")  # the same class by another entry: refused at the next lookup
+    with pytest.raises(RuntimeError, match="Fraction is registered twice"):
+        table.get(Fraction)
+
+
+@pytest.mark.filterwarnings("ignore")  # tiny fits: convergence warnings say nothing here
+def test_a_serving_process_never_imports_scikit_learn_scipy_or_pandas(tmp_path: pathlib.Path) -> None:
+    """Issue 16: a worker only scores, and these libraries cost every worker ~130 MiB; only exporting may import them
+    (exporters and pipeline steps are registered by dotted path, modeling/registry.py ClassTable)."""
+    import tensorwire
+    from tensorwire.server.modeling.registry import SCORERS, load_families
+
+    load_families()
+    models = one_model_of_each_kind()
+    assert set(models) == set(SCORERS), "give this test a model of every kind"
+    paths = [str(tensorwire.export(estimator, tmp_path / kind / "1")) for kind, estimator in models.items()]
+    result = subprocess.run([sys.executable, "-c", SERVING_SCRIPT, *paths], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    imported = [name for name in result.stdout.split() if name.split(".")[0] in EXPORT_ONLY_LIBRARIES]
+    assert imported == [], (
+        f"the serving process imported {len(imported)} modules of {EXPORT_ONLY_LIBRARIES}: {imported[:20]} "
+        "(register estimator types by dotted path and import such libraries inside the exporters that need them)"
+    )
 
 
 # --- the README's estimator table -------------------------------------------------------

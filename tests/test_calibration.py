@@ -35,7 +35,7 @@ from sklearn.linear_model import (
 )
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.naive_bayes import GaussianNB
-from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neighbors import KNeighborsClassifier, RadiusNeighborsClassifier
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, PolynomialFeatures, StandardScaler
@@ -82,6 +82,7 @@ CLASSIFIERS: dict[str, Callable[[], Any]] = {
     "HistGradientBoostingClassifier": lambda: HistGradientBoostingClassifier(max_iter=10, random_state=0),
     # calibrated on predict_proba
     "KNeighborsClassifier": lambda: KNeighborsClassifier(n_neighbors=5),
+    "RadiusNeighborsClassifier": lambda: RadiusNeighborsClassifier(radius=4.0, outlier_label="most_frequent"),
     "MLPClassifier": lambda: MLPClassifier(hidden_layer_sizes=(8,), max_iter=300, random_state=0),
 }
 METHODS = ("sigmoid", "isotonic")

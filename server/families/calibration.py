@@ -34,12 +34,7 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
-from scipy.special import expit
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.frozen import FrozenEstimator
-from sklearn.isotonic import IsotonicRegression
 
-from tensorwire.server.modeling.export import export_nested
 from tensorwire.server.modeling.export_support import class_labels
 from tensorwire.server.modeling.pipelines import Preprocessing
 from tensorwire.server.modeling.registry import Exported, Scorer, build_scorer, describe, exports, register
@@ -87,8 +82,13 @@ Calibrator = Callable[[np.ndarray], np.ndarray]
 
 
 def sigmoid(a: float, b: float) -> Calibrator:
-    """_SigmoidCalibration.predict: expit(-(a T + b))."""
-    return lambda T: expit(-(a * T + b))
+    """_SigmoidCalibration.predict: expit(-(a T + b)), as scipy's expit computes it (1 / (1 + exp(-x)): the same bits)."""
+
+    def predict(T: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):  # exp(-x) = inf for x < -709 gives 0, as expit does, without a warning
+            return 1.0 / (1.0 + np.exp(a * T + b))
+
+    return predict
 
 
 def isotonic(x: np.ndarray, y: np.ndarray) -> Calibrator:
@@ -264,6 +264,8 @@ def _response_method(classifier: Any) -> str | None:
 
 
 def _calibrator_arrays(calibrators: Sequence[Any], method: str, i: int, where: str) -> dict[str, np.ndarray]:
+    from sklearn.isotonic import IsotonicRegression
+
     if method == "sigmoid":
         if any(type(c).__name__ != "_SigmoidCalibration" for c in calibrators):
             raise TypeError(f"tensorwire cannot export {where}: method 'sigmoid' with calibrators {[type(c).__name__ for c in calibrators]}")
@@ -287,8 +289,12 @@ def _calibrator_arrays(calibrators: Sequence[Any], method: str, i: int, where: s
     return arrays
 
 
-@exports(CalibratedClassifierCV, kind="calibrated_classifier")
+@exports("sklearn.calibration.CalibratedClassifierCV", kind="calibrated_classifier")
 def _calibrated_classifier_cv(estimator: Any, prep: Preprocessing | None, datatype: str) -> Exported:
+    from sklearn.frozen import FrozenEstimator
+
+    from tensorwire.server.modeling.export import export_nested  # it imports scikit-learn: exporting only
+
     where = describe(estimator)
     method = estimator.method
     if method not in METHODS:

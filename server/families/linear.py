@@ -21,42 +21,19 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.linear_model import (
-    ARDRegression,
-    BayesianRidge,
-    ElasticNet,
-    ElasticNetCV,
-    HuberRegressor,
-    Lars,
-    Lasso,
-    LassoCV,
-    LassoLars,
-    LinearRegression,
-    LogisticRegression,
-    LogisticRegressionCV,
-    MultiTaskElasticNet,
-    MultiTaskLasso,
-    OrthogonalMatchingPursuit,
-    Perceptron,
-    Ridge,
-    RidgeClassifier,
-    RidgeClassifierCV,
-    RidgeCV,
-    SGDClassifier,
-    SGDRegressor,
-)
-from sklearn.multiclass import OneVsRestClassifier
-from sklearn.svm import LinearSVC, LinearSVR
 
 from tensorwire.kernels import linear
 from tensorwire.server.modeling.export_support import class_labels, refuse_multilabel
 from tensorwire.server.modeling.pipelines import Preprocessing
-from tensorwire.server.modeling.registry import Exported, ResponseWriter, describe, exports, register
+from tensorwire.server.modeling.registry import ClassTable, Exported, ResponseWriter, describe, exports, register
 from tensorwire.server.modeling.scorer_support import FLOAT_DTYPES, LABEL_DTYPES, check_outputs, check_request, float_array, invalid, label_array
 from tensorwire.server.repository.model_format import Manifest, TensorSpec
+
+if TYPE_CHECKING:  # estimator types are registered by dotted path: a serving process never imports scikit-learn
+    from sklearn.multiclass import OneVsRestClassifier
 
 # Links that need one coef row (binary) or one row per class (multiclass); modified_huber serves both.
 BINARY_LINKS = frozenset({"none", "logistic", "modified_huber"})
@@ -290,23 +267,23 @@ def _explanation(prep: Preprocessing | None, coef: np.ndarray, datatype: str, wh
 
 
 @exports(
-    LinearRegression,
-    Ridge,
-    RidgeCV,
-    Lasso,
-    LassoCV,
-    ElasticNet,
-    ElasticNetCV,
-    MultiTaskLasso,
-    MultiTaskElasticNet,
-    Lars,
-    LassoLars,
-    OrthogonalMatchingPursuit,
-    HuberRegressor,
-    BayesianRidge,
-    ARDRegression,
-    SGDRegressor,
-    LinearSVR,
+    "sklearn.linear_model.LinearRegression",
+    "sklearn.linear_model.Ridge",
+    "sklearn.linear_model.RidgeCV",
+    "sklearn.linear_model.Lasso",
+    "sklearn.linear_model.LassoCV",
+    "sklearn.linear_model.ElasticNet",
+    "sklearn.linear_model.ElasticNetCV",
+    "sklearn.linear_model.MultiTaskLasso",
+    "sklearn.linear_model.MultiTaskElasticNet",
+    "sklearn.linear_model.Lars",
+    "sklearn.linear_model.LassoLars",
+    "sklearn.linear_model.OrthogonalMatchingPursuit",
+    "sklearn.linear_model.HuberRegressor",
+    "sklearn.linear_model.BayesianRidge",
+    "sklearn.linear_model.ARDRegression",
+    "sklearn.linear_model.SGDRegressor",
+    "sklearn.svm.LinearSVR",
     kind="linear_regressor",
 )
 def _linear_regressor(estimator: Any, prep: Preprocessing | None, datatype: str) -> Exported:
@@ -326,15 +303,15 @@ def _linear_regressor(estimator: Any, prep: Preprocessing | None, datatype: str)
 _SGD_LINKS = {"log_loss": ("logistic", "ovr_logistic"), "modified_huber": ("modified_huber", "modified_huber")}
 
 
-CLASSIFIER_LINKS: dict[type, Callable[[Any], tuple[str, str]]] = {
-    LogisticRegression: lambda est: ("logistic", "softmax"),
-    LogisticRegressionCV: lambda est: ("logistic", "softmax"),
-    SGDClassifier: lambda est: _SGD_LINKS.get(est.loss, ("none", "none")),
-    LinearSVC: lambda est: ("none", "none"),
-    RidgeClassifier: lambda est: ("none", "none"),
-    RidgeClassifierCV: lambda est: ("none", "none"),
-    Perceptron: lambda est: ("none", "none"),
-}
+CLASSIFIER_LINKS: ClassTable[Callable[[Any], tuple[str, str]]] = ClassTable("CLASSIFIER_LINKS", {
+    "sklearn.linear_model.LogisticRegression": lambda est: ("logistic", "softmax"),
+    "sklearn.linear_model.LogisticRegressionCV": lambda est: ("logistic", "softmax"),
+    "sklearn.linear_model.SGDClassifier": lambda est: _SGD_LINKS.get(est.loss, ("none", "none")),
+    "sklearn.svm.LinearSVC": lambda est: ("none", "none"),
+    "sklearn.linear_model.RidgeClassifier": lambda est: ("none", "none"),
+    "sklearn.linear_model.RidgeClassifierCV": lambda est: ("none", "none"),
+    "sklearn.linear_model.Perceptron": lambda est: ("none", "none"),
+})
 
 
 # OneVsRestClassifier normalises its estimators' probabilities itself, leaving zero-sum rows at zero.
@@ -359,7 +336,7 @@ def _classifier(
     )
 
 
-@exports(*CLASSIFIER_LINKS, kind="linear_classifier")
+@exports(*CLASSIFIER_LINKS.registered(), kind="linear_classifier")
 def _linear_classifier(estimator: Any, prep: Preprocessing | None, datatype: str) -> Exported:
     where = type(estimator).__name__
     refuse_multilabel(getattr(getattr(estimator, "_label_binarizer", None), "y_type_", None), where)
@@ -369,7 +346,7 @@ def _linear_classifier(estimator: Any, prep: Preprocessing | None, datatype: str
     )
 
 
-@exports(OneVsRestClassifier, kind="linear_classifier")
+@exports("sklearn.multiclass.OneVsRestClassifier", kind="linear_classifier")
 def _one_vs_rest(estimator: OneVsRestClassifier, prep: Preprocessing | None, datatype: str) -> Exported:
     where = describe(estimator)
     refuse_multilabel(estimator.label_binarizer_.y_type_, where)
