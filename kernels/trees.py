@@ -194,7 +194,7 @@ def score_trees_parallel(X, nodes, leaf_slot, leaf_value, tree_root, tree_min_de
 
 
 @inlined
-def _step_general(nodes, kind, cat_start, cat_nbits, cat_other, cat_words, X, row, n):  # type: ignore[no-untyped-def]
+def step_general(nodes, kind, cat_start, cat_nbits, cat_other, cat_words, X, row, n):  # type: ignore[no-untyped-def]
     node = nodes[n]
     x = X[row, node.feature]
     k = kind[n]
@@ -225,7 +225,7 @@ def _row_general(X, row, nodes, kind, cat_start, cat_nbits, cat_other, cat_words
     for t in range(tree_root.shape[0]):
         n = np.uint32(tree_root[t])
         while not _at_leaf(nodes, n):
-            n = _step_general(nodes, kind, cat_start, cat_nbits, cat_other, cat_words, X, row, n)
+            n = step_general(nodes, kind, cat_start, cat_nbits, cat_other, cat_words, X, row, n)
         _add_leaf(out, row, tree_output[t], leaf_slot, leaf_value, n)
 
 

@@ -144,7 +144,7 @@ def test_tritonclient_scores_a_tree_model(trees_server: tuple[RunningServer, dic
     client = grpcclient.InferenceServerClient(server.url)
     try:
         metadata = client.get_model_metadata("forest")
-        assert {o.name for o in metadata.outputs} == {"predict", "predict_proba"}
+        assert {o.name for o in metadata.outputs} == {"predict", "predict_proba", "contributions"}
         inp = grpcclient.InferInput("input", list(R.shape), "FP32")
         inp.set_data_from_numpy(R)
         result = client.infer("forest", [inp], outputs=[grpcclient.InferRequestedOutput("predict_proba"), grpcclient.InferRequestedOutput("predict")])

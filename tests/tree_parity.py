@@ -13,7 +13,7 @@ import numpy as np
 
 from tensorwire.server.families.trees.ensemble import TreeEnsemble
 from tensorwire.server.families.trees.scorer import TreeEnsembleScorer, exported_ensemble
-from tensorwire.server.repository.model_format import INPUT_NAME, Manifest, TensorSpec, array_spec
+from tensorwire.server.repository.model_format import INPUT_NAME, ON_REQUEST_OUTPUTS, Manifest, TensorSpec, array_spec
 
 # DESIGN.md's tolerances, by the model's input dtype
 TOLERANCES = {np.dtype(np.float32): (1e-5, 1e-6), np.dtype(np.float64): (1e-9, 1e-12)}
@@ -34,7 +34,7 @@ def served_outputs(ensemble: TreeEnsemble, X: np.ndarray, dtype: Any = np.float6
     arrays = {name: _read_only(a) for name, a in exported.arrays.items()}
     scorer = TreeEnsembleScorer(manifest, arrays)
     rows = _read_only(np.ascontiguousarray(X, dtype=dtype))
-    names = [o.name for o in manifest.outputs]
+    names = [o.name for o in manifest.outputs if o.name not in ON_REQUEST_OUTPUTS]
     return dict(zip(names, scorer.score(rows, names), strict=True))
 
 

@@ -19,6 +19,9 @@ Routing at an internal node n, for the row's value x = X[row, feature[n]]:
         value (XGBoost: -0.5 is invalid).
 A leaf (left == right == -1) adds value[leaf] (width = value.shape[1]) to
 raw[tree_output[t] : tree_output[t] + width]; then raw = base + sum / divisor.
+`cover` (optional) is the training weight that reached each node as the library counts it
+(scikit-learn weighted_n_node_samples, HistGradientBoosting count, XGBoost sum_hessian,
+LightGBM internal_count / leaf_count): path-dependent TreeSHAP weighs a split's branches by it.
 
 How raw becomes outputs (`Head`):
     regression       predict = link(raw): identity, exp, logistic ([-1] for one output, else [-1, k])
@@ -89,6 +92,7 @@ class TreeEnsemble:
     accepts_nan: bool = False  # the library's own predict takes NaN
     accepts_inf: bool = False  # ... and infinities
     notes: dict[str, Any] = field(default_factory=dict)  # anything the exporter wants in the manifest, for people
+    cover: np.ndarray | None = None  # float64 [n_nodes]: the training weight (count, hessian sum) reaching each node; None: unknown
 
     @property
     def n_nodes(self) -> int:
@@ -149,6 +153,8 @@ class TreeEnsemble:
             ends = self.cat_start[cats] + (self.cat_nbits[cats] + 31) // 32
             if cats.any() and (self.cat_start[cats].min() < 0 or ends.max() > self.cat_words.shape[0]):
                 raise ValueError(f"{where}: a category bitset lies outside cat_words")
+        if self.cover is not None and (self.cover.shape != (n,) or not np.isfinite(self.cover).all() or (self.cover < 0).any()):
+            raise ValueError(f"{where}: cover must be {n} finite non-negative numbers")
         self._check_trees(where)
         if self.task == "classification":
             n_classes = len(self.classes or [])
@@ -171,6 +177,14 @@ class TreeEnsemble:
                 seen[node] = True
                 if self.left[node] >= 0:
                     stack += [int(self.left[node]), int(self.right[node])]
+
+    def explainable(self) -> str | None:
+        """Why TreeSHAP contributions cannot be computed for this ensemble, or None when they can."""
+        if self.cover is None:
+            return "the model file has no node covers"
+        if (self.cover[self.left >= 0] <= 0).any():
+            return "a split node has no training weight (cover 0)"
+        return None
 
     def depths(self) -> np.ndarray:
         """The depth of each tree (a lone leaf: 0)."""

@@ -27,8 +27,8 @@ def _exporter(convert: Callable[[Any], TreeEnsemble], source: str) -> Exporter:
     return export
 
 
-for _cls, _convert in SKLEARN_CONVERTERS.items():
-    exports(_cls, kind=KIND)(_exporter(_convert, "scikit-learn"))
+for _path, _convert in SKLEARN_CONVERTERS.registered().items():  # dotted paths: registering imports nothing
+    exports(_path, kind=KIND)(_exporter(_convert, "scikit-learn"))
 
 exports_named("xgboost.core.Booster", "xgboost.sklearn.XGBClassifier", "xgboost.sklearn.XGBRegressor", kind=KIND)(
     _exporter(ensemble_from_xgboost_object, "xgboost")

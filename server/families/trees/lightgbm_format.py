@@ -69,6 +69,7 @@ class _Tree:
     leaf_value: np.ndarray
     cat_boundaries: np.ndarray
     cat_threshold: np.ndarray
+    cover: np.ndarray | None  # internal_count then leaf_count (what pred_contrib weighs branches by); None where absent
 
     @property
     def n_internal(self) -> int:
@@ -316,6 +317,7 @@ def _parse_tree(block: dict[str, str], number: int, n_features: int) -> _Tree:
         leaf_value=_array(block, "leaf_value", np.float64, n_leaves, where),
         cat_boundaries=_array(block, "cat_boundaries", np.int64, num_cat + 1, where, optional=num_cat == 0),
         cat_threshold=np.zeros(0, dtype=np.uint32),
+        cover=_counts(block, n_internal, n_leaves, where),
     )
     if num_cat:
         bounds = tree.cat_boundaries
@@ -327,6 +329,15 @@ def _parse_tree(block: dict[str, str], number: int, n_features: int) -> _Tree:
         tree.cat_threshold = words.astype(np.uint32)
     _check_tree(tree, n_leaves, num_cat, n_features, where)
     return tree
+
+
+def _counts(block: dict[str, str], n_internal: int, n_leaves: int, where: str) -> np.ndarray | None:
+    """The rows that reached each node (internal nodes, then leaves); a one-leaf tree needs none."""
+    if n_internal == 0:
+        return np.zeros(1)
+    if "internal_count" not in block or "leaf_count" not in block:
+        return None
+    return np.concatenate([_array(block, "internal_count", np.float64, n_internal, where), _array(block, "leaf_count", np.float64, n_leaves, where)])
 
 
 def _check_tree(tree: _Tree, n_leaves: int, num_cat: int, n_features: int, where: str) -> None:
@@ -384,6 +395,7 @@ def _assemble(trees: list[_Tree], n_features: int, per_iteration: int, head: _He
         link_scale=head.link_scale,
         accepts_nan=True,
         accepts_inf=True,
+        cover=None if any(t.cover is None for t in trees) else np.concatenate([t.cover for t in trees if t.cover is not None]),
     )
 
 

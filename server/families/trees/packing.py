@@ -64,6 +64,8 @@ def pack(ensemble: TreeEnsemble, input_dtype: Any) -> dict[str, np.ndarray]:
     }
     if _has_special_nodes(ensemble):
         arrays.update(_special_arrays(ensemble, old, internal))
+    if ensemble.cover is not None and ensemble.explainable() is None:
+        arrays["cover"] = np.ascontiguousarray(ensemble.cover[old], dtype=np.float64)  # read by kernels/tree_shap.py
     return arrays
 
 

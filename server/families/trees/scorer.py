@@ -2,7 +2,7 @@
 
 Arrays: packing.py's (nodes, leaf_slot, leaf_value, tree_root, tree_min_depth, tree_output,
 base, and for categorical or zero-as-missing splits kind, cat_start, cat_nbits, cat_other,
-cat_words), besides the input side's (modeling/scorer_support.py, `Inputs`).
+cat_words; `cover` where the model has a `contributions` output: contributions.py), besides the input side's (modeling/scorer_support.py, `Inputs`).
 Params (JSON): task, link, link_scale, divisor, offset, has_decision, classes and
 label_datatype (classifiers), comparison ("FP32" | "FP64": the dtype the nodes compare in),
 accepts_nan / accepts_inf / float32_range (what the input may hold, as the library that
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from tensorwire.kernels import trees
+from tensorwire.server.families.trees.contributions import CONTRIBUTIONS, TreeContributions, contributions_spec
 from tensorwire.server.families.trees.ensemble import BINARY_RULES, LINKS, Head, TreeEnsemble
 from tensorwire.server.families.trees.packing import comparison_dtype, pack
 from tensorwire.server.modeling.export_support import class_labels
@@ -27,6 +28,7 @@ from tensorwire.server.modeling.scorer_support import (
     Inputs,
     check_outputs,
     check_request,
+    compiles_parallel,
     float_array,
     int32_array,
     invalid,
@@ -40,16 +42,20 @@ KIND = "tree_ensemble"
 SPECIAL_ARRAYS = ("kind", "cat_start", "cat_nbits", "cat_other", "cat_words")
 
 
-def tree_outputs(datatype: str, task: str, n_raw: int, n_classes: int, label_datatype: str, has_decision: bool) -> list[TensorSpec]:
-    """The outputs a tree model declares, shaped as its library returns them."""
+def tree_outputs(datatype: str, task: str, n_raw: int, n_classes: int, label_datatype: str, has_decision: bool, contributions_of: int = 0) -> list[TensorSpec]:
+    """The outputs a tree model declares, shaped as its library returns them; `contributions` too for a model
+    with covers (contributions_of: its number of input features; 0: none)."""
     if task == "regression":
-        return [TensorSpec("predict", datatype, [-1] if n_raw == 1 else [-1, n_raw])]
-    if task == "classification":
+        outputs = [TensorSpec("predict", datatype, [-1] if n_raw == 1 else [-1, n_raw])]
+    elif task == "classification":
         outputs = [TensorSpec("predict", label_datatype, [-1]), TensorSpec("predict_proba", datatype, [-1, n_classes])]
         if has_decision:
             outputs.append(TensorSpec("decision_function", datatype, [-1] if n_raw == 1 else [-1, n_raw]))
-        return outputs
-    return [TensorSpec("predict", "INT64", [-1]), TensorSpec("decision_function", datatype, [-1]), TensorSpec("score_samples", datatype, [-1])]
+    else:
+        outputs = [TensorSpec("predict", "INT64", [-1]), TensorSpec("decision_function", datatype, [-1]), TensorSpec("score_samples", datatype, [-1])]
+    if contributions_of:
+        outputs.append(contributions_spec(datatype, n_raw, contributions_of))
+    return outputs
 
 
 def exported_ensemble(ensemble: TreeEnsemble, estimator: Any, prep: Preprocessing | None, datatype: str, source: str) -> Exported:
@@ -58,7 +64,11 @@ def exported_ensemble(ensemble: TreeEnsemble, estimator: Any, prep: Preprocessin
     plan = planned(estimator, prep, ensemble.n_features)
     input_dtype = FLOAT_DTYPES[datatype]
     label_datatype, labels = ("INT64", []) if ensemble.classes is None else class_labels(ensemble.classes, ensemble.estimator)
-    outputs = tree_outputs(datatype, ensemble.task, ensemble.n_raw, len(labels), label_datatype, ensemble.has_decision)
+    arrays = pack(ensemble, input_dtype)
+    if plan.stages:  # contributions would explain the projected features, not the model's inputs
+        arrays.pop("cover", None)
+    explained = plan.n_features if "cover" in arrays else 0
+    outputs = tree_outputs(datatype, ensemble.task, ensemble.n_raw, len(labels), label_datatype, ensemble.has_decision, explained)
     float32_compare = comparison_dtype(ensemble, input_dtype) == np.float32
     params: dict[str, Any] = {
         "task": ensemble.task,
@@ -77,7 +87,7 @@ def exported_ensemble(ensemble: TreeEnsemble, estimator: Any, prep: Preprocessin
         "source": source,
         **({"classes": labels, "label_datatype": label_datatype} if ensemble.classes is not None else {}),
     }
-    return exported(KIND, plan, outputs, pack(ensemble, input_dtype), params)
+    return exported(KIND, plan, outputs, arrays, params)
 
 
 class TreeEnsembleScorer:
@@ -115,10 +125,24 @@ class TreeEnsembleScorer:
             labels = label_array(manifest, list(params.get("classes", [])), str(params.get("label_datatype")))
         self.head = Head(task, link, float(params.get("link_scale", 1.0)), self.base.shape[0], labels, bool(params.get("has_decision")), float(params.get("offset", 0.0)), self._binary_rule())
         n_classes = 0 if labels is None else labels.shape[0]
-        check_outputs(manifest, tree_outputs(manifest.input_datatype, task, self.base.shape[0], n_classes, str(params.get("label_datatype", "INT64")), bool(params.get("has_decision"))))
-        self.output_names = frozenset(self.head.names)
+        self.contributions = self._contributions(arrays)
+        explained = manifest.n_features if self.contributions is not None else 0
+        check_outputs(manifest, tree_outputs(manifest.input_datatype, task, self.base.shape[0], n_classes, str(params.get("label_datatype", "INT64")), bool(params.get("has_decision")), explained))
+        self.output_names = frozenset(o.name for o in manifest.outputs)
         self.work_per_row = self._work_per_row()
-        self._score(one_row(manifest), self.head.names, parallel=True)  # compile the parallel variant at load too
+        if compiles_parallel():  # the parallel variants too, where a batch can take them
+            self._score(one_row(manifest), [o.name for o in manifest.outputs], parallel=True)
+        if self.contributions is not None:  # the repository's warm-up leaves out on-request outputs: compile the serial variant here
+            self._score(one_row(manifest), [CONTRIBUTIONS], parallel=False)
+
+    def _contributions(self, arrays: dict[str, np.ndarray]) -> TreeContributions | None:
+        if "cover" not in arrays:
+            if any(o.name == CONTRIBUTIONS for o in self.manifest.outputs):
+                raise invalid(self.manifest, f"it declares {CONTRIBUTIONS} but has no array 'cover'")
+            return None
+        if self.inputs.stages:
+            raise invalid(self.manifest, "a model with pipeline stages cannot have contributions (its trees read projected features)")
+        return TreeContributions(self.manifest, arrays, self.nodes, self.leaf_slot, self.leaf_value, self.tree_root, self.tree_output, self.base, self.divisor, self.special)
 
     def _work_per_row(self) -> int:
         """About 8 multiply-adds' time per node a row visits, a balanced tree's depth per tree (see registry.Scorer)."""
@@ -180,7 +204,17 @@ class TreeEnsembleScorer:
 
     def _score(self, X: np.ndarray, outputs: Sequence[str], parallel: bool) -> list[np.ndarray]:
         Xk = self._kernel_input(X, parallel)
-        raw = np.empty((X.shape[0], self.base.shape[0]))
+        if CONTRIBUTIONS not in outputs:
+            return self._head_outputs(Xk, outputs, parallel)
+        assert self.contributions is not None  # check_request let the name through
+        contributions = self.contributions(Xk, parallel)
+        explained = (contributions[:, 0] if contributions.shape[1] == 1 else contributions).astype(self.dtype, copy=False)
+        others = [name for name in outputs if name != CONTRIBUTIONS]
+        results = iter(self._head_outputs(Xk, others, parallel) if others else [])
+        return [explained if name == CONTRIBUTIONS else next(results) for name in outputs]
+
+    def _head_outputs(self, Xk: np.ndarray, outputs: Sequence[str], parallel: bool) -> list[np.ndarray]:
+        raw = np.empty((Xk.shape[0], self.base.shape[0]))
         if self.special is None:
             numeric = trees.score_trees_parallel if parallel else trees.score_trees
             numeric(Xk, self.nodes, self.leaf_slot, self.leaf_value, self.tree_root, self.tree_min_depth, self.tree_output, self.base, self.divisor, raw)

@@ -12,29 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.base import is_classifier
-from sklearn.dummy import DummyClassifier, DummyRegressor
-from sklearn.ensemble import (
-    ExtraTreesClassifier,
-    ExtraTreesRegressor,
-    GradientBoostingClassifier,
-    GradientBoostingRegressor,
-    HistGradientBoostingClassifier,
-    HistGradientBoostingRegressor,
-    IsolationForest,
-    RandomForestClassifier,
-    RandomForestRegressor,
-)
-from sklearn.tree import (
-    DecisionTreeClassifier,
-    DecisionTreeRegressor,
-    ExtraTreeClassifier,
-    ExtraTreeRegressor,
-)
-from sklearn.utils import get_tags
 
 from tensorwire.server.families.trees.ensemble import TreeEnsemble
 from tensorwire.server.modeling.export_support import class_labels
+from tensorwire.server.modeling.registry import ClassTable
 
 # HistGradientBoosting categories become bits of a bitset indexed by the category's value
 MAX_CATEGORY = 1 << 16
@@ -64,14 +45,16 @@ class _Trees:
     cat_start: list[np.ndarray]
     cat_nbits: list[np.ndarray]
     cat_words: list[np.ndarray]
+    cover: list[np.ndarray]
 
     @classmethod
     def empty(cls) -> _Trees:
-        return cls([], [], [], [], [], [], [], [], [], [], [])
+        return cls([], [], [], [], [], [], [], [], [], [], [], [])
 
     def add(self, feature: np.ndarray, threshold: np.ndarray, left: np.ndarray, right: np.ndarray,
-            missing_left: np.ndarray, value: np.ndarray, output: int) -> None:
+            missing_left: np.ndarray, value: np.ndarray, output: int, cover: np.ndarray) -> None:
         n = feature.shape[0]
+        self.cover.append(np.asarray(cover, dtype=np.float64))
         self.feature.append(np.asarray(feature, dtype=np.int64))
         self.threshold.append(np.asarray(threshold, dtype=np.float64))
         self.left.append(np.asarray(left, dtype=np.int64))
@@ -115,6 +98,7 @@ class _Trees:
             roots=offsets,
             tree_output=np.array(self.tree_output, dtype=np.int64),
             base=np.asarray(base, dtype=np.float64).reshape(-1),
+            cover=np.concatenate(self.cover),
             **cat_fields,
             **fields,
         )
@@ -133,7 +117,8 @@ def _add_tree(trees: _Trees, tree: Any, value: np.ndarray, output: int = 0, feat
         feature = np.where(leaf, 0, np.asarray(features, dtype=np.int64)[np.where(leaf, 0, feature)])
     missing = getattr(tree, "missing_go_to_left", None)
     missing_left = np.zeros(tree.node_count, dtype=bool) if missing is None else np.asarray(missing, dtype=bool)
-    trees.add(feature, tree.threshold, tree.children_left, tree.children_right, missing_left, value, output)
+    # shap's TreeExplainer weighs branches by weighted_n_node_samples too
+    trees.add(feature, tree.threshold, tree.children_left, tree.children_right, missing_left, value, output, tree.weighted_n_node_samples)
 
 
 def _classifier_values(tree: Any) -> np.ndarray:
@@ -160,6 +145,8 @@ def _classes(estimator: Any) -> list[Any]:
 def _tree_fields(estimator: Any, members: Sequence[Any]) -> dict[str, Any]:
     """What every sklearn.tree model shares: float32 `<=` routing; NaN as the trees' tags allow, never infinity
     (check_array refuses ±inf, and float64 values beyond float32's range, which the cast turns into inf)."""
+    from sklearn.utils import get_tags  # exporting only: a serving process never imports scikit-learn
+
     return {
         "precision": "float32",
         "comparison": "le",
@@ -211,7 +198,10 @@ def convert_forest_regressor(estimator: Any) -> TreeEnsemble:
 
 # --- GradientBoosting ---
 
-_CONSTANT_DUMMY = {DummyRegressor: ("mean", "median", "quantile", "constant"), DummyClassifier: ("prior", "most_frequent", "constant")}
+_CONSTANT_DUMMY: ClassTable[tuple[str, ...]] = ClassTable("_CONSTANT_DUMMY", {
+    "sklearn.dummy.DummyRegressor": ("mean", "median", "quantile", "constant"),
+    "sklearn.dummy.DummyClassifier": ("prior", "most_frequent", "constant"),
+})
 
 
 def _link(estimator: Any) -> tuple[str, float]:
@@ -232,6 +222,8 @@ def _gb_base(estimator: Any) -> np.ndarray:
             f"tensorwire cannot export {type(estimator).__name__}: init={type(init).__name__} has no closed form "
             "(use init=None or init='zero')"
         )
+    from sklearn.base import is_classifier  # exporting only: a serving process never imports scikit-learn
+
     row = np.zeros((1, int(estimator.n_features_in_)), dtype=np.float32)  # Dummy estimators ignore X's values
     if is_classifier(estimator):
         predictions = init.predict_proba(row)
@@ -345,7 +337,7 @@ def _hgb_trees(estimator: Any) -> _Trees:
             is_cat = nodes["is_categorical"].astype(bool) & ~leaf
             threshold = np.where(is_cat, 0.0, nodes["num_threshold"].astype(np.float64))
             missing_left = nodes["missing_go_to_left"].astype(bool)
-            trees.add(feature, threshold, left, right, missing_left, nodes["value"], output=k)
+            trees.add(feature, threshold, left, right, missing_left, nodes["value"], output=k, cover=nodes["count"])
             words: list[np.ndarray] = []
             for n in np.flatnonzero(is_cat):
                 f = int(nodes["feature_idx"][n])
@@ -427,18 +419,18 @@ def convert_isolation_forest(estimator: Any) -> TreeEnsemble:
     )
 
 
-SKLEARN_CONVERTERS: dict[type, Callable[[Any], TreeEnsemble]] = {
-    DecisionTreeClassifier: convert_decision_tree_classifier,
-    ExtraTreeClassifier: convert_decision_tree_classifier,
-    DecisionTreeRegressor: convert_decision_tree_regressor,
-    ExtraTreeRegressor: convert_decision_tree_regressor,
-    RandomForestClassifier: convert_forest_classifier,
-    ExtraTreesClassifier: convert_forest_classifier,
-    RandomForestRegressor: convert_forest_regressor,
-    ExtraTreesRegressor: convert_forest_regressor,
-    GradientBoostingClassifier: convert_gradient_boosting_classifier,
-    GradientBoostingRegressor: convert_gradient_boosting_regressor,
-    HistGradientBoostingClassifier: convert_hist_gradient_boosting_classifier,
-    HistGradientBoostingRegressor: convert_hist_gradient_boosting_regressor,
-    IsolationForest: convert_isolation_forest,
-}
+SKLEARN_CONVERTERS: ClassTable[Callable[[Any], TreeEnsemble]] = ClassTable("SKLEARN_CONVERTERS", {
+    "sklearn.tree.DecisionTreeClassifier": convert_decision_tree_classifier,
+    "sklearn.tree.ExtraTreeClassifier": convert_decision_tree_classifier,
+    "sklearn.tree.DecisionTreeRegressor": convert_decision_tree_regressor,
+    "sklearn.tree.ExtraTreeRegressor": convert_decision_tree_regressor,
+    "sklearn.ensemble.RandomForestClassifier": convert_forest_classifier,
+    "sklearn.ensemble.ExtraTreesClassifier": convert_forest_classifier,
+    "sklearn.ensemble.RandomForestRegressor": convert_forest_regressor,
+    "sklearn.ensemble.ExtraTreesRegressor": convert_forest_regressor,
+    "sklearn.ensemble.GradientBoostingClassifier": convert_gradient_boosting_classifier,
+    "sklearn.ensemble.GradientBoostingRegressor": convert_gradient_boosting_regressor,
+    "sklearn.ensemble.HistGradientBoostingClassifier": convert_hist_gradient_boosting_classifier,
+    "sklearn.ensemble.HistGradientBoostingRegressor": convert_hist_gradient_boosting_regressor,
+    "sklearn.ensemble.IsolationForest": convert_isolation_forest,
+})

@@ -262,6 +262,7 @@ class _Tree:
     categorical: np.ndarray
     cat_nbits: np.ndarray
     cat_words: list[np.ndarray]  # per node, empty for numeric nodes
+    cover: np.ndarray | None  # sum_hessian per node (what pred_contribs weighs branches by); None where the document has none
 
 
 def _tree_arrays(tree: dict[str, Any], t: int, weight: float | None) -> _Tree:
@@ -287,6 +288,7 @@ def _tree_arrays(tree: dict[str, Any], t: int, weight: float | None) -> _Tree:
         leaf_value = conditions * np.float32(weight)  # DART scales each tree's output in float32 (gbtree.cc PredictBatchImpl)
     categorical = internal & (split_type == 1)
     nbits, words = _category_bitsets(tree, categorical, n, where)
+    cover = _float32_array(tree["sum_hessian"], "sum_hessian").astype(np.float64) if "sum_hessian" in tree else None
     return _Tree(
         feature=np.where(internal, feature, 0),
         threshold=np.where(internal & ~categorical, conditions, 0.0).astype(np.float64),
@@ -297,6 +299,7 @@ def _tree_arrays(tree: dict[str, Any], t: int, weight: float | None) -> _Tree:
         categorical=categorical,
         cat_nbits=nbits,
         cat_words=words,
+        cover=cover if cover is not None and cover.shape == (n,) else None,
     )
 
 
@@ -372,6 +375,7 @@ def _assemble(parts: list[_Tree], tree_info: np.ndarray, base: np.ndarray, n_fea
         precision="float32",
         accepts_nan=True,
         accepts_inf=True,  # the scikit-learn wrapper's predict (inplace_predict) takes ±inf as ordinary values
+        cover=None if any(p.cover is None for p in parts) else np.concatenate([p.cover for p in parts if p.cover is not None]),
     )
     if has_cats:
         _add_categories(ensemble, parts)
