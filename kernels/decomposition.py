@@ -2,9 +2,10 @@
 
 `affine_rows` is the pre-scaling every family applies while it copies a tile of
 the request into float64, so a scaler in front of a model costs no extra pass.
-svm.py and kmeans.py inline these helpers; numba keys its on-disk cache on each
-module's own file, so after editing this one, clear their cached entries too (an
-install rewrites every file and so does it by itself).
+The helpers are `inlined` into the kernels of every family that calls them (no compile
+of their own on a cold cache); numba keys its on-disk cache on each module's own file,
+so after editing this one, clear the other modules' cached entries too (an install
+rewrites every file and so does it by itself).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from llvmlite import ir
 from numba import prange, types
 from numba.core.extending import intrinsic
 
-from tensorwire.kernels.config import kernel, parallel_kernel
+from tensorwire.kernels.config import inlined, kernel, parallel_kernel
 
 TILE_DOUBLES = 65536  # a row tile and its products stay within 512 KiB (half of a 1 MiB L2)
 MAX_TILE_ROWS = 256
@@ -50,13 +51,13 @@ fma: Any = intrinsic(_fma_intrinsic)
 ieee_div: Any = intrinsic(_ieee_div_intrinsic)
 
 
-@kernel
+@inlined
 def tile_rows(width: int) -> int:
     """Rows per tile so that a tile of `width` float64 columns fits TILE_DOUBLES."""
     return max(1, min(MAX_TILE_ROWS, TILE_DOUBLES // max(1, width)))
 
 
-@kernel
+@inlined
 def is_identity(shift: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> bool:
     """True when (shift, scale, offset) = (0, 1, 0): the pre-scaling can be skipped."""
     for j in range(shift.shape[0]):
@@ -65,7 +66,7 @@ def is_identity(shift: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> boo
     return True
 
 
-@kernel
+@inlined
 def affine_rows(
     X: np.ndarray, r0: int, m: int, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray, identity: bool, xb: np.ndarray
 ) -> None:
@@ -84,12 +85,12 @@ def affine_rows(
 
 
 @kernel
-def _project_rows(
-    X: np.ndarray, r0: int, r1: int, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
+def project(
+    X: np.ndarray, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
     components_t: np.ndarray, bias: np.ndarray, divisor: np.ndarray, out: np.ndarray,
 ) -> None:
-    """out[r] = (((X[r] - shift) * scale + offset) @ components_t - bias) / divisor for r0 <= r < r1."""
-    n_features = X.shape[1]
+    """out = (((X - shift) * scale + offset) @ components_t - bias) / divisor: PCA (whitened or not), TruncatedSVD."""
+    n_rows, n_features = X.shape
     n_out = components_t.shape[1]
     rows = tile_rows(max(n_features, n_out))
     xb = np.empty((rows, n_features))
@@ -97,8 +98,8 @@ def _project_rows(
     plain = True
     for c in range(n_out):
         plain = plain and bias[c] == 0.0 and divisor[c] == 1.0
-    for a in range(r0, r1, rows):
-        m = min(rows, r1 - a)
+    for a in range(0, n_rows, rows):
+        m = min(rows, n_rows - a)
         affine_rows(X, a, m, shift, scale, offset, identity, xb)
         np.dot(xb[:m], components_t, out[a:a + m])
         if plain:
@@ -107,15 +108,6 @@ def _project_rows(
             for c in range(n_out):
                 # scikit-learn's order: project, subtract the projected mean, then divide.
                 out[q, c] = ieee_div(out[q, c] - bias[c], divisor[c])
-
-
-@kernel
-def project(
-    X: np.ndarray, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
-    components_t: np.ndarray, bias: np.ndarray, divisor: np.ndarray, out: np.ndarray,
-) -> None:
-    """out = (((X - shift) * scale + offset) @ components_t - bias) / divisor: PCA (whitened or not), TruncatedSVD."""
-    _project_rows(X, 0, X.shape[0], shift, scale, offset, components_t, bias, divisor, out)
 
 
 @parallel_kernel
@@ -127,7 +119,9 @@ def project_parallel(
     n = X.shape[0]
     for t in prange((n + PARALLEL_TILE_ROWS - 1) // PARALLEL_TILE_ROWS):
         r0 = t * PARALLEL_TILE_ROWS
-        _project_rows(X, r0, min(n, r0 + PARALLEL_TILE_ROWS), shift, scale, offset, components_t, bias, divisor, out)
+        r1 = min(n, r0 + PARALLEL_TILE_ROWS)
+        # Row slices of C arrays stay C: the same compiled `project` serves both variants.
+        project(X[r0:r1], shift, scale, offset, components_t, bias, divisor, out[r0:r1])
 
 
 def identity_affine(n_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

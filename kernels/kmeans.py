@@ -11,24 +11,26 @@ import math
 import numpy as np
 from numba import prange
 
-from tensorwire.kernels.config import kernel, parallel_kernel
+from tensorwire.kernels.config import inlined, kernel, parallel_kernel
 from tensorwire.kernels.decomposition import PARALLEL_TILE_ROWS, affine_rows, fma, is_identity, tile_rows
 
 
-@kernel
+@inlined
 def _kmeans_rows(
-    X: np.ndarray, r0: int, r1: int, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
+    X: np.ndarray, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
     centers_t: np.ndarray, center_sq_norms: np.ndarray, labels: np.ndarray, distances: np.ndarray, want_distances: bool,
 ) -> None:
-    """labels[r] = argmin_c (|c|^2 - 2 x'.c), or distances[r, c] = sqrt(max(|x'|^2 - 2 x'.c + |c|^2, 0)), for r0 <= r < r1."""
-    n_features = X.shape[1]
+    """labels[r] = argmin_c (|c|^2 - 2 x'.c), or distances[r, c] = sqrt(max(|x'|^2 - 2 x'.c + |c|^2, 0)), for every row r of X."""
+    # Inlined (numba IR) into both kernels: a compiled helper would be compiled once per flag value, then optimised
+    # again inside each kernel.
+    n_rows, n_features = X.shape
     n_centers = centers_t.shape[1]
     rows = tile_rows(max(n_features, n_centers))
     xb = np.empty((rows, n_features))
     identity = is_identity(shift, scale, offset)
     g = np.empty((rows, n_centers))
-    for a in range(r0, r1, rows):
-        m = min(rows, r1 - a)
+    for a in range(0, n_rows, rows):
+        m = min(rows, n_rows - a)
         affine_rows(X, a, m, shift, scale, offset, identity, xb)
         np.dot(xb[:m], centers_t, g[:m])
         if want_distances:
@@ -59,7 +61,7 @@ def kmeans_predict(
     centers_t: np.ndarray, center_sq_norms: np.ndarray, out: np.ndarray,
 ) -> None:
     """out[r] = argmin_c |x'_r - c|^2 (first centre on exact ties), x' = (x - shift) scale + offset."""
-    _kmeans_rows(X, 0, X.shape[0], shift, scale, offset, centers_t, center_sq_norms, out, np.empty((0, 0)), False)
+    _kmeans_rows(X, shift, scale, offset, centers_t, center_sq_norms, out, np.empty((0, 0)), False)
 
 
 @parallel_kernel
@@ -71,7 +73,8 @@ def kmeans_predict_parallel(
     n = X.shape[0]
     for t in prange((n + PARALLEL_TILE_ROWS - 1) // PARALLEL_TILE_ROWS):
         r0 = t * PARALLEL_TILE_ROWS
-        _kmeans_rows(X, r0, min(n, r0 + PARALLEL_TILE_ROWS), shift, scale, offset, centers_t, center_sq_norms, out, np.empty((0, 0)), False)
+        r1 = min(n, r0 + PARALLEL_TILE_ROWS)
+        kmeans_predict(X[r0:r1], shift, scale, offset, centers_t, center_sq_norms, out[r0:r1])
 
 
 @kernel
@@ -80,7 +83,7 @@ def kmeans_transform(
     centers_t: np.ndarray, center_sq_norms: np.ndarray, out: np.ndarray,
 ) -> None:
     """out[r, c] = |x'_r - c| = sqrt(max(|x'|^2 - 2 x'.c + |c|^2, 0)), x' = (x - shift) scale + offset."""
-    _kmeans_rows(X, 0, X.shape[0], shift, scale, offset, centers_t, center_sq_norms, np.empty(0, dtype=np.int64), out, True)
+    _kmeans_rows(X, shift, scale, offset, centers_t, center_sq_norms, np.empty(0, dtype=np.int64), out, True)
 
 
 @parallel_kernel
@@ -92,8 +95,8 @@ def kmeans_transform_parallel(
     n = X.shape[0]
     for t in prange((n + PARALLEL_TILE_ROWS - 1) // PARALLEL_TILE_ROWS):
         r0 = t * PARALLEL_TILE_ROWS
-        _kmeans_rows(X, r0, min(n, r0 + PARALLEL_TILE_ROWS), shift, scale, offset, centers_t, center_sq_norms,
-                     np.empty(0, dtype=np.int64), out, True)
+        r1 = min(n, r0 + PARALLEL_TILE_ROWS)
+        kmeans_transform(X[r0:r1], shift, scale, offset, centers_t, center_sq_norms, out[r0:r1])
 
 
 def kmeans_params(cluster_centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -5,6 +5,11 @@ is accumulated in float64 and rounded once, when stored into the caller's `out`.
 Row kernels (`*_row`) are the building blocks and write float64 rows (a float32
 row would round expit(-200) to 0 before normalisation); the `score_*` kernels
 fuse a whole request into one dispatch.
+
+Helpers are `inlined` (into their callers' numba IR): a separately compiled helper
+costs a compile of its own on a cold cache, and its machine code is optimised and
+generated again inside every kernel that calls it. Rows are copied by explicit
+loops, never by slice assignment (see `_store_row`).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import math
 
 import numpy as np
 
-from tensorwire.kernels.config import kernel, request_kernel
+from tensorwire.kernels.config import inlined, kernel, request_kernel
 from tensorwire.kernels.validation import first_nonfinite_row
 
 # Probability links: how a classifier turns decision values into predict_proba.
@@ -36,7 +41,7 @@ LINKS: dict[str, int] = {
 }
 
 
-@kernel
+@inlined
 def expit(x: float) -> float:
     """Logistic sigmoid, 1 / (1 + exp(-x)); exp(-x) = inf gives 0, never NaN."""
     # scipy.special.expit's own formula: below x ~ -709.8 it is exactly 0, as in
@@ -45,7 +50,7 @@ def expit(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-@kernel
+@inlined
 def argmax_row(d: np.ndarray) -> int:
     """argmax_k d[k], the first maximum winning (as numpy.argmax)."""
     best = 0
@@ -55,18 +60,19 @@ def argmax_row(d: np.ndarray) -> int:
     return best
 
 
-@kernel
+@inlined
 def normalise_row(out: np.ndarray, total: float, zero_rows_uniform: bool) -> None:
     """out[k] /= total; a zero total makes the row 1/K when zero_rows_uniform, else leaves it 0."""
     if total == 0.0:
         if zero_rows_uniform:
-            out[:] = 1.0 / out.shape[0]
+            for k in range(out.shape[0]):
+                out[k] = 1.0 / out.shape[0]
         return
     for k in range(out.shape[0]):
         out[k] = out[k] / total
 
 
-@kernel
+@inlined
 def sigmoid_binary_row(d: np.ndarray, out: np.ndarray) -> None:
     """out = [1 - p, p] with p = expit(d[0])."""
     p = expit(np.float64(d[0]))
@@ -74,7 +80,7 @@ def sigmoid_binary_row(d: np.ndarray, out: np.ndarray) -> None:
     out[1] = p
 
 
-@kernel
+@inlined
 def softmax_row(d: np.ndarray, out: np.ndarray) -> None:
     """out[k] = exp(d[k] - max d) / sum_k exp(d[k] - max d)."""
     top = np.float64(d[argmax_row(d)])
@@ -86,7 +92,7 @@ def softmax_row(d: np.ndarray, out: np.ndarray) -> None:
     normalise_row(out, total, True)
 
 
-@kernel
+@inlined
 def ovr_sigmoid_row(d: np.ndarray, out: np.ndarray, zero_rows_uniform: bool) -> None:
     """out[k] = expit(d[k]) / sum_k expit(d[k])."""
     total = 0.0
@@ -97,7 +103,7 @@ def ovr_sigmoid_row(d: np.ndarray, out: np.ndarray, zero_rows_uniform: bool) -> 
     normalise_row(out, total, zero_rows_uniform)
 
 
-@kernel
+@inlined
 def modified_huber_row(d: np.ndarray, out: np.ndarray, zero_rows_uniform: bool) -> None:
     """h_k = (clip(d[k], -1, 1) + 1) / 2; binary (one d): out = [1 - h, h], else out[k] = h_k / sum h."""
     if d.shape[0] == 1:
@@ -113,24 +119,30 @@ def modified_huber_row(d: np.ndarray, out: np.ndarray, zero_rows_uniform: bool) 
     normalise_row(out, total, zero_rows_uniform)
 
 
-@kernel
+@inlined
 def proba_row(link_code: int, d: np.ndarray, out: np.ndarray) -> None:
     """out = the link's probabilities for one row of decision values d (LINK_NONE writes nothing)."""
     if link_code == LINK_LOGISTIC:
         sigmoid_binary_row(d, out)
     elif link_code == LINK_SOFTMAX:
         softmax_row(d, out)
-    elif link_code == LINK_OVR_LOGISTIC:
-        ovr_sigmoid_row(d, out, True)
-    elif link_code == LINK_MODIFIED_HUBER:
-        modified_huber_row(d, out, True)
-    elif link_code == LINK_ONEVSREST_LOGISTIC:
-        ovr_sigmoid_row(d, out, False)
-    elif link_code == LINK_ONEVSREST_MODIFIED_HUBER:
-        modified_huber_row(d, out, False)
+    # One call per row function, its flag a runtime bool: a literal True or False would compile it twice.
+    elif link_code == LINK_OVR_LOGISTIC or link_code == LINK_ONEVSREST_LOGISTIC:
+        ovr_sigmoid_row(d, out, link_code == LINK_OVR_LOGISTIC)
+    elif link_code == LINK_MODIFIED_HUBER or link_code == LINK_ONEVSREST_MODIFIED_HUBER:
+        modified_huber_row(d, out, link_code == LINK_MODIFIED_HUBER)
 
 
-@kernel
+@inlined
+def _store_row(row: np.ndarray, out: np.ndarray, i: int) -> None:
+    """out[i, k] = row[k], rounded to out's dtype."""
+    # A loop, not `out[i, :] = row`: numba's broadcasting assignment compiles its shape-mismatch error message
+    # (str() of ints, string concatenation: seconds of numba internals on a cold cache) for every kernel using it.
+    for k in range(row.shape[0]):
+        out[i, k] = row[k]
+
+
+@inlined
 def linear_decision(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray, out: np.ndarray) -> None:
     """out[i, k] = sum_j X[i, j] * coef[k, j] + intercept[k], each sum added in order of j.
 
@@ -181,7 +193,7 @@ def sigmoid_binary_proba(decision: np.ndarray, out: np.ndarray) -> None:
     p = np.empty(out.shape[1], dtype=np.float64)
     for i in range(decision.shape[0]):
         sigmoid_binary_row(decision[i], p)
-        out[i, :] = p
+        _store_row(p, out, i)
 
 
 @kernel
@@ -190,7 +202,7 @@ def softmax_proba(decision: np.ndarray, out: np.ndarray) -> None:
     p = np.empty(out.shape[1], dtype=np.float64)
     for i in range(decision.shape[0]):
         softmax_row(decision[i], p)
-        out[i, :] = p
+        _store_row(p, out, i)
 
 
 @kernel
@@ -199,7 +211,7 @@ def ovr_sigmoid_proba(decision: np.ndarray, out: np.ndarray, zero_rows_uniform: 
     p = np.empty(out.shape[1], dtype=np.float64)
     for i in range(decision.shape[0]):
         ovr_sigmoid_row(decision[i], p, zero_rows_uniform)
-        out[i, :] = p
+        _store_row(p, out, i)
 
 
 @kernel
@@ -208,7 +220,7 @@ def modified_huber_proba(decision: np.ndarray, out: np.ndarray, zero_rows_unifor
     p = np.empty(out.shape[1], dtype=np.float64)
     for i in range(decision.shape[0]):
         modified_huber_row(decision[i], p, zero_rows_uniform)
-        out[i, :] = p
+        _store_row(p, out, i)
 
 
 @kernel
@@ -240,11 +252,11 @@ def score_linear_classifier(
     binary = coef.shape[0] == 1
     for i in range(X.shape[0]):
         d = decisions[i]
-        decision_out[i, :] = d
+        _store_row(d, decision_out, i)
         label_index_out[i] = (1 if d[0] > 0.0 else 0) if binary else argmax_row(d)
         if link_code != LINK_NONE:
             proba_row(link_code, d, p)
-            proba_out[i, :] = p
+            _store_row(p, proba_out, i)
 
 
 # What a planned response's layout row writes (see linear_classifier_response).
@@ -308,7 +320,7 @@ def linear_regressor_response(coef: np.ndarray, intercept: np.ndarray, template:
     return -1
 
 
-@kernel
+@inlined
 def _copy_template(template: np.ndarray, out: np.ndarray) -> None:
     if out.shape[0] != template.shape[0]:
         raise ValueError("the response buffer and its template differ in size")
@@ -316,7 +328,7 @@ def _copy_template(template: np.ndarray, out: np.ndarray) -> None:
         out[b] = template[b]
 
 
-@kernel
+@inlined
 def _tensor_at(out: np.ndarray, at: int, rows: int, columns: int, like: np.ndarray) -> np.ndarray:
     """A (rows, columns) array of like's dtype over out's bytes from `at` (a size mismatch raises)."""
     return out[at : at + rows * columns * like.itemsize].view(like.dtype).reshape(rows, columns)

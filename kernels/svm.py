@@ -7,6 +7,10 @@ block's kernel values into every one-vs-one pair that class takes part in, so
 each K(x, sv) is computed once and shared by all pairs. The finishing kernels turn
 the one-vs-one values into labels, the ovr shape, or libsvm's Platt-scaled,
 pairwise-coupled probabilities.
+
+Small helpers are `inlined` and the parallel variant calls the serial kernel on row
+slices: each separately compiled helper or wrapper costs a cold-cache compile, and its
+machine code is optimised and generated again inside every kernel that calls it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from llvmlite import ir
 from numba import prange, types
 from numba.core.extending import intrinsic
 
-from tensorwire.kernels.config import kernel, parallel_kernel
+from tensorwire.kernels.config import inlined, kernel, parallel_kernel
 from tensorwire.kernels.decomposition import (
     PARALLEL_TILE_ROWS,
     TILE_DOUBLES,
@@ -54,7 +58,7 @@ def _bits_to_float_intrinsic(typingctx, bits):  # type: ignore[no-untyped-def]
 _bits_to_float: Any = intrinsic(_bits_to_float_intrinsic)
 
 
-@kernel
+@inlined
 def exp_nonpositive(x: float) -> float:
     """exp(x) for x <= 0 within 1 ulp: 2**k * P13(r), x = k ln2 + r, |r| <= ln2/2; inlines and vectorises, unlike libm's exp."""
     # Below -708 the result would be subnormal; 2**-1021 instead of ~0 changes no sum of kernel values.
@@ -79,13 +83,14 @@ def exp_nonpositive(x: float) -> float:
     return p * _bits_to_float((np.int64(k) + 1023) << 52)
 
 
-@kernel
+@inlined
 def _tanh(z: float) -> float:
     """tanh(z) = sign(z) (1 - e) / (1 + e), e = exp(-2|z|): absolute error ~2 ulp, which is what a sum of kernel values sees."""
     e = exp_nonpositive(-2.0 * abs(z))
     return math.copysign(ieee_div(1.0 - e, 1.0 + e), z)
 
 
+# A compiled helper, not `inlined`: inlined into svm_decision's IR its loops ran 1.2-1.5x slower at 64 and 4096 rows.
 @kernel
 def _kernel_map(
     kb: np.ndarray, m: int, xx: np.ndarray, sq_norms: np.ndarray, kernel_code: int, gamma: float, coef0: float, degree: int, ret: np.ndarray
@@ -136,13 +141,16 @@ def _kernel_map(
 
 
 @kernel
-def _svm_rows(
-    X: np.ndarray, r0: int, r1: int, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
+def svm_decision(
+    X: np.ndarray, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
     sv: np.ndarray, sv_sq_norms: np.ndarray, centre: np.ndarray, coef_t: np.ndarray, block_bounds: np.ndarray, block_outputs: np.ndarray,
     intercept: np.ndarray, kernel_code: int, gamma: float, coef0: float, degree: int, out: np.ndarray,
 ) -> None:
-    """`svm_decision` for rows r0 <= r < r1, one tile of rows (and its kernel values, one class block at a time) at a time."""
-    n_features = X.shape[1]
+    """out[r, c] = intercept[c] + sum_b sum_{k: block_outputs[b, k] = c} sum_{s in block b} coef_t[s, k] K(x'_r - centre, sv_s), x' = (x - shift) scale + offset.
+
+    One tile of rows (and its kernel values, one class block at a time) at a time.
+    """
+    n_rows, n_features = X.shape
     n_coef = coef_t.shape[1]
     n_out = intercept.shape[0]
     n_blocks = block_bounds.shape[0] - 1
@@ -155,9 +163,12 @@ def _svm_rows(
     identity = is_identity(shift, scale, offset)
     xx = np.zeros(rows)
     part = np.empty((rows, n_coef))
+    # Flat views: with one column (n_coef == 1) they are part[:, 0] and coef_t[:, 0], for gemv.
+    column = part.reshape(part.size)
+    coef_column = coef_t.reshape(coef_t.size)
     ret = np.empty(min(widest, step))
-    for a in range(r0, r1, rows):
-        m = min(rows, r1 - a)
+    for a in range(0, n_rows, rows):
+        m = min(rows, n_rows - a)
         affine_rows(X, a, m, shift, scale, offset, identity, xb)
         if kernel_code == RBF:
             for q in range(m):
@@ -179,9 +190,7 @@ def _svm_rows(
                 np.dot(xb[:m], sv[lo:hi].T, kb)
                 _kernel_map(kb, m, xx, sv_sq_norms[lo:hi], kernel_code, gamma, coef0, degree, ret)
                 if n_coef == 1:
-                    column = np.dot(kb, coef_t.reshape(coef_t.shape[0])[lo:hi])  # gemv: BLAS's gemm is slow for one column
-                    for q in range(m):
-                        part[q, 0] = column[q]
+                    np.dot(kb, coef_column[lo:hi], column[:m])  # gemv: BLAS's gemm is slow for one column
                 else:
                     np.dot(kb, coef_t[lo:hi], part[:m])
                 for q in range(m):
@@ -189,17 +198,6 @@ def _svm_rows(
                         c = block_outputs[b, k]
                         if c >= 0:
                             out[a + q, c] += part[q, k]
-
-
-@kernel
-def svm_decision(
-    X: np.ndarray, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
-    sv: np.ndarray, sv_sq_norms: np.ndarray, centre: np.ndarray, coef_t: np.ndarray, block_bounds: np.ndarray, block_outputs: np.ndarray,
-    intercept: np.ndarray, kernel_code: int, gamma: float, coef0: float, degree: int, out: np.ndarray,
-) -> None:
-    """out[r, c] = intercept[c] + sum_b sum_{k: block_outputs[b, k] = c} sum_{s in block b} coef_t[s, k] K(x'_r - centre, sv_s), x' = (x - shift) scale + offset."""
-    _svm_rows(X, 0, X.shape[0], shift, scale, offset, sv, sv_sq_norms, centre, coef_t, block_bounds, block_outputs,
-              intercept, kernel_code, gamma, coef0, degree, out)
 
 
 @parallel_kernel
@@ -212,8 +210,10 @@ def svm_decision_parallel(
     n = X.shape[0]
     for t in prange((n + PARALLEL_TILE_ROWS - 1) // PARALLEL_TILE_ROWS):
         r0 = t * PARALLEL_TILE_ROWS
-        _svm_rows(X, r0, min(n, r0 + PARALLEL_TILE_ROWS), shift, scale, offset, sv, sv_sq_norms, centre, coef_t, block_bounds,
-                  block_outputs, intercept, kernel_code, gamma, coef0, degree, out)
+        r1 = min(n, r0 + PARALLEL_TILE_ROWS)
+        # Row slices of C arrays stay C: the same compiled svm_decision serves both variants.
+        svm_decision(X[r0:r1], shift, scale, offset, sv, sv_sq_norms, centre, coef_t, block_bounds, block_outputs,
+                     intercept, kernel_code, gamma, coef0, degree, out[r0:r1])
 
 
 @kernel
@@ -226,7 +226,8 @@ def svc_predict(decision: np.ndarray, n_classes: int, out: np.ndarray) -> None:
             # scikit-learn's binary decision is libsvm's negated, so libsvm's "> 0 votes class 0" reads "< 0".
             out[r] = 0 if decision[r, 0] < 0.0 else 1
             continue
-        votes[:] = 0
+        for i in range(n_classes):
+            votes[i] = 0
         p = 0
         for i in range(n_classes):
             for j in range(i + 1, n_classes):
@@ -242,7 +243,7 @@ def svc_predict(decision: np.ndarray, n_classes: int, out: np.ndarray) -> None:
         out[r] = best
 
 
-@kernel
+@inlined
 def _ovr_row(decision: np.ndarray, r: int, n_classes: int, conf: np.ndarray, dst: np.ndarray) -> None:
     """dst[c] = votes_c + s_c / (3 (|s_c| + 1)) for row r, s_c the summed one-vs-one confidences."""
     for c in range(n_classes):
@@ -285,7 +286,7 @@ def svc_predict_break_ties(decision: np.ndarray, n_classes: int, out: np.ndarray
         out[r] = best
 
 
-@kernel
+@inlined
 def _sigmoid_predict(decision_value: float, a: float, b: float) -> float:
     """libsvm's Platt sigmoid 1 / (1 + exp(f)), f = decision A + B, written to avoid cancellation on either side."""
     f = decision_value * a + b
@@ -294,7 +295,7 @@ def _sigmoid_predict(decision_value: float, a: float, b: float) -> float:
     return 1.0 / (1 + math.exp(f))
 
 
-@kernel
+@inlined
 def _couple_pairwise(k: int, r: np.ndarray, q: np.ndarray, qp: np.ndarray, p: np.ndarray) -> None:
     """p = libsvm's multiclass_probability: Wu, Lin and Weng's method 2, iterated until max |Qp - pQp| < 0.005 / k."""
     max_iter = max(100, k)
