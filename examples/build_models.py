@@ -31,7 +31,8 @@ def build(root: pathlib.Path) -> None:
     tensorwire.export(iris_model, root / "iris" / "1", dtype="float32")
 
     diabetes = load_diabetes()
-    tensorwire.export(Ridge(alpha=0.5).fit(diabetes.data, diabetes.target), root / "diabetes" / "1", dtype="float64")
+    # the training rows as background: the model can explain each prediction (its contributions output)
+    tensorwire.export(Ridge(alpha=0.5).fit(diabetes.data, diabetes.target), root / "diabetes" / "1", dtype="float64", background=diabetes.data)
 
     cancer = load_breast_cancer()
     cancer_model = make_pipeline(StandardScaler(), LinearSVC(C=0.5, random_state=0)).fit(cancer.data, cancer.target)

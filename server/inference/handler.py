@@ -126,7 +126,17 @@ class InferenceHandler:
             "models_loaded": self.repository.ready_count(),
             "load_failures": [{"model": m, "version": v, "count": n} for (m, v), n in self.repository.load_failures.items()],
             "versions": [{"model": m, "version": v, **s.metrics_snapshot()} for (m, v), s in self.statistics.snapshot().items()],
+            "drift": self.drift_snapshot(),
         }
+
+    def drift_snapshot(self) -> list[dict[str, Any]]:
+        """The live input profile of every model version served with drift monitoring (server/inference/drift.py)."""
+        return [
+            {"model": entry.name, "version": status.version, **status.model.drift.snapshot()}
+            for entry in self.repository.entries()
+            for status in entry.versions.values()
+            if status.model is not None and status.model.drift is not None
+        ]
 
     # ---- repository ------------------------------------------------------------
 
@@ -237,6 +247,8 @@ class InferenceHandler:
             stats.record_failure(time.perf_counter_ns() - t0, _status_name(exc))
             raise
         stats.record_success(X.shape[0], t1 - t0, t2 - t1 - queue_ns, time.perf_counter_ns() - t2, queue_ns, executed)
+        if model.drift is not None:
+            model.drift.count(X)
         if data is not None:
             self._learn(data, request, model, stats, X, names, results)
         return response
@@ -267,6 +279,8 @@ class InferenceHandler:
             stats.record_failure(time.perf_counter_ns() - t0, _status_name(exc))
             raise
         stats.record_success(plan.shape[0], t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
+        if plan.drift is not None:
+            plan.drift.count(X)
         return response
 
     def _learn(self, data: bytes, request: pb.ModelInferRequest, model: Model, stats: VersionStatistics, X: np.ndarray, names: Sequence[str], results: Sequence[np.ndarray]) -> None:

@@ -29,6 +29,7 @@ from google.protobuf import message
 
 from tensorwire.protos import inference_pb2 as pb
 from tensorwire.protos.wire import RAW_INPUT_CONTENTS_TAG, varint
+from tensorwire.server.inference.drift import DriftMonitor
 from tensorwire.server.inference.statistics import VersionStatistics
 from tensorwire.server.modeling.registry import ResponseWriter
 
@@ -49,6 +50,7 @@ class RequestPlan:
     content_heads: tuple[bytes, ...]  # the raw_output_contents tag and length of each output
     writer: ResponseWriter | None  # the scorer's whole-response kernel, where it has one
     response_size: int  # the response's size in bytes, for the writer
+    drift: DriftMonitor | None  # the model's, where it counts its inputs (one attribute lookup less per request)
 
     def view(self, data: bytes) -> np.ndarray:
         """The request's tensor: a read-only view of its bytes."""
@@ -115,7 +117,7 @@ class RequestPlans:
         envelope, content_heads = layout if layout is not None else (None, ())
         writer, response_size = planned_writer(model, names, results, layout) or (None, 0)
         prefix = data[: len(data) - len(tensor_bytes)]
-        plan = RequestPlan(prefix, snapshot, model, stats, X.shape, X.dtype, tuple(names), envelope, content_heads, writer, response_size)
+        plan = RequestPlan(prefix, snapshot, model, stats, X.shape, X.dtype, tuple(names), envelope, content_heads, writer, response_size, model.drift)
         if self._count >= self.MAX_PLANS:
             self._by_size, self._count = {}, 0
         same_size = self._by_size.get(len(data), ())

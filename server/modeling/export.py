@@ -9,6 +9,7 @@ rows passed as `background` (checked once here, `training_rows`) and whether the
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from tensorwire.server.modeling.pipelines import PREPROCESSORS, TRANSFORMS, Affine, Preprocessing
+from tensorwire.server.modeling.reference_profile import profile_rows
 from tensorwire.server.modeling.registry import EXPORTERS, EXPORTERS_BY_NAME, FILE_FORMATS, Exported, describe, exporter_of, load_families
 from tensorwire.server.repository.model_format import INPUT_NAME, Manifest, TensorSpec, array_spec, save_model
 
@@ -39,7 +41,8 @@ def export(estimator: Any, version_dir: os.PathLike[str] | str, *, dtype: Any = 
     """Write a fitted estimator (or Pipeline of scalers then estimator) as version_dir/model.npz.
 
     `background`: the training data (array-like or DataFrame, rows x features: the raw input columns, before any
-    pipeline step). A linear model explains each prediction against its mean (the `contributions` output).
+    pipeline step). A linear model explains each prediction against its mean (the `contributions` output), and every
+    model stores its reference profile (server/modeling/reference_profile.py), which the server measures input drift against.
     """
     datatype = _input_datatype(dtype)
     rows = None if background is None else training_rows(background, estimator)
@@ -49,7 +52,19 @@ def export(estimator: Any, version_dir: os.PathLike[str] | str, *, dtype: Any = 
             f"tensorwire cannot export {described} with this background: it has {rows.shape[1]} columns, "
             f"the model reads {exported.n_features} input features"
         )
+    if rows is not None:
+        exported = _with_reference_profile(exported, rows, getattr(estimator, "feature_names_in_", None), datatype)
     return _save(exported, described, datatype, version_dir)
+
+
+def _with_reference_profile(exported: Exported, rows: np.ndarray, feature_names: Any, datatype: str) -> Exported:
+    """The exported model with the reference profile of its training rows added (arrays no scorer reads)."""
+    profile = profile_rows(rows, None if feature_names is None else [str(n) for n in feature_names], datatype)
+    arrays, params = profile.arrays(), profile.params()
+    clash = sorted(set(arrays) & set(exported.arrays)) + sorted(set(params) & set(exported.params))
+    if clash:
+        raise RuntimeError(f"the exporter of kind '{exported.kind}' wrote {clash}, which the reference profile uses")
+    return dataclasses.replace(exported, arrays={**exported.arrays, **arrays}, params={**exported.params, **params})
 
 
 def training_rows(background: Any, estimator: Any) -> np.ndarray:

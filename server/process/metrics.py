@@ -22,11 +22,13 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
+import numpy as np
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from tensorwire.server.config import ServerConfig, TlsFiles
+from tensorwire.server.inference.drift import population_stability_index
 from tensorwire.server.inference.statistics import BATCH_BUCKETS, LATENCY_BUCKETS_NS
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,65 @@ class ServerCollector(Collector):
         restarts = CounterMetricFamily("tensorwire_worker_restarts", "Worker processes restarted by the supervisor")
         restarts.add_metric([], self._restarts())
         yield restarts
+        yield from drift_families(snapshots)
+
+
+def drift_families(snapshots: list[Snapshot]) -> Iterator[Metric]:
+    """Input drift per model version, the workers' live counts summed (server/inference/drift.py).
+
+    Series per model version: 1 + 3 per feature (PSI, missing, below and above the reference range), and, for
+    `tensorwire drift`, the share of rows in each bin, reference and live: at most 2 x 11 more per feature.
+    """
+    labels = ["model", "version"]
+    psi = GaugeMetricFamily("tensorwire_feature_psi", "Population stability index of each input feature over the drift window, live vs reference", labels=[*labels, "feature"])
+    window = GaugeMetricFamily("tensorwire_drift_window_rows", "Rows in the drift window, summed over workers", labels=labels)
+    rows = CounterMetricFamily("tensorwire_drift_rows", "Rows counted into the drift profile since load", labels=labels)
+    missing = CounterMetricFamily("tensorwire_feature_missing", "Values missing (NaN) per input feature since load", labels=[*labels, "feature"])
+    out_of_range = CounterMetricFamily(
+        "tensorwire_feature_out_of_range", "Values beyond the reference range per input feature since load (side: below or above)", labels=[*labels, "feature", "side"]
+    )
+    fractions = GaugeMetricFamily(
+        "tensorwire_feature_bin_fraction",
+        "Share of rows in each reference bin of an input feature (bin 0..n-1 or missing; population: reference or live window)",
+        labels=[*labels, "feature", "bin", "population"],
+    )
+    for (model, version), live in _summed_drift(snapshots).items():
+        key = [model, version]
+        window.add_metric(key, live["window_rows"])
+        rows.add_metric(key, live["rows"])
+        reference, counts, totals = (np.asarray(live[name], dtype=np.float64) for name in ("reference", "window", "totals"))
+        shares = counts / max(1, live["window_rows"])
+        for j, feature in enumerate(live["features"]):
+            bins = [*range(live["n_bins"][j]), reference.shape[1] - 1]  # the feature's value bins, then missing
+            missing.add_metric([*key, feature], totals[j, 0])
+            out_of_range.add_metric([*key, feature, "below"], totals[j, 1])
+            out_of_range.add_metric([*key, feature, "above"], totals[j, 2])
+            names = [*(str(b) for b in bins[:-1]), "missing"]
+            for name, b in zip(names, bins):
+                fractions.add_metric([*key, feature, name, "reference"], reference[j, b])
+                if live["window_rows"]:
+                    fractions.add_metric([*key, feature, name, "live"], shares[j, b])
+            if live["window_rows"]:
+                psi.add_metric([*key, feature], population_stability_index(reference[j, bins], shares[j, bins]))
+    yield from (psi, window, rows, missing, out_of_range, fractions)
+
+
+def _summed_drift(snapshots: list[Snapshot]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each model version's drift counts summed over the workers whose profile matches (a file reloaded on one
+    worker before another may briefly differ: its counts wait for the next scrape)."""
+    summed: dict[tuple[str, str], dict[str, Any]] = {}
+    for snapshot in snapshots:
+        for part in snapshot.get("drift", []):
+            key = (part["model"], part["version"])
+            total = summed.get(key)
+            if total is None:
+                summed[key] = {**part, "window": np.asarray(part["window"], dtype=np.int64), "totals": np.asarray(part["totals"], dtype=np.int64)}
+            elif (total["features"], total["n_bins"], total["reference"]) == (part["features"], part["n_bins"], part["reference"]):
+                total["window"] = total["window"] + np.asarray(part["window"], dtype=np.int64)
+                total["totals"] = total["totals"] + np.asarray(part["totals"], dtype=np.int64)
+                total["window_rows"] += part["window_rows"]
+                total["rows"] += part["rows"]
+    return summed
 
 
 def _add_histogram(merged: list[Any], part: dict[str, Any]) -> None:

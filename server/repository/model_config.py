@@ -8,6 +8,9 @@
                           "max_queue_delay_microseconds": 200,  how long a request may wait for company
                           "preferred_batch_size": [64, 128]}}   score at once when one of these is reached
 
+    {"drift": {"enabled": true,                              count scored rows into the reference profile's bins
+               "window_rows": 10000}}                        PSI over about the last N rows (see server/inference/drift.py)
+
 The file is read with bounds (MAX_CONFIG_BYTES, MAX_JSON_DEPTH): a hostile one is refused
 before it can cost memory or reach the recursion of json's parser.
 """
@@ -62,9 +65,21 @@ class DynamicBatching:
 
 
 @dataclass(frozen=True)
+class Drift:
+    """Input drift monitoring of a model whose file holds a reference profile (exported with `background`)."""
+
+    enabled: bool = True
+    window_rows: int = 10_000
+
+
+MAX_WINDOW_ROWS = 100_000_000
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     version_policy: VersionPolicy = VersionPolicy()
     dynamic_batching: DynamicBatching | None = None  # off unless configured
+    drift: Drift = Drift()
 
 
 def json_depth(text: bytes) -> int:
@@ -112,14 +127,30 @@ def read_model_config(model_dir: pathlib.Path) -> ModelConfig:
         raise ModelConfigError(f"{path}: {exc}") from None
     if not isinstance(raw, dict):
         raise ModelConfigError(f"{path}: must hold a JSON object")
-    unknown = set(raw) - {"version_policy", "dynamic_batching"}
+    unknown = set(raw) - {"version_policy", "dynamic_batching", "drift"}
     if unknown:
         raise ModelConfigError(f"{path}: unknown settings {sorted(unknown)}")
     batching = raw.get("dynamic_batching")
     return ModelConfig(
         version_policy=_version_policy(raw.get("version_policy", {"latest": {"num_versions": 1}}), path),
         dynamic_batching=None if batching is None else _dynamic_batching(batching, path),
+        drift=_drift(raw.get("drift", {}), path),
     )
+
+
+def _drift(raw: object, path: pathlib.Path) -> Drift:
+    if not isinstance(raw, dict):
+        raise ModelConfigError(f"{path}: drift must be an object, e.g. {{\"enabled\": true, \"window_rows\": 10000}}")
+    unknown = set(raw) - {"enabled", "window_rows"}
+    if unknown:
+        raise ModelConfigError(f"{path}: unknown drift settings {sorted(unknown)} (known: enabled, window_rows)")
+    enabled = raw.get("enabled", Drift.enabled)
+    window = raw.get("window_rows", Drift.window_rows)
+    if not isinstance(enabled, bool):
+        raise ModelConfigError(f"{path}: drift.enabled must be true or false, not {enabled!r}")
+    if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= MAX_WINDOW_ROWS:
+        raise ModelConfigError(f"{path}: drift.window_rows must be an integer from 1 to {MAX_WINDOW_ROWS}, not {window!r}")
+    return Drift(enabled, window)
 
 
 def _dynamic_batching(raw: object, path: pathlib.Path) -> DynamicBatching:

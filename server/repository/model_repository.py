@@ -26,10 +26,13 @@ from tensorwire.kernels.validation import first_nonfinite_row, first_refused_row
 from tensorwire.protos.wire import InferResponseEncoder
 from tensorwire.server.errors import ModelNotFoundError, ModelNotReadyError, shown
 from tensorwire.server.inference.batcher import DynamicBatcher
+from tensorwire.server.inference.drift import DriftMonitor
 from tensorwire.server.inference.request_plans import planned_writer
+from tensorwire.server.modeling.reference_profile import ARRAY_NAMES as PROFILE_ARRAYS
+from tensorwire.server.modeling.reference_profile import read_profile
 from tensorwire.server.modeling.registry import Scorer, build_scorer
 from tensorwire.server.repository.layout import CONFIG_FILE, file_fingerprint, is_model_name, model_names, version_numbers
-from tensorwire.server.repository.model_config import DynamicBatching, ModelConfigError, read_model_config
+from tensorwire.server.repository.model_config import Drift, DynamicBatching, ModelConfigError, read_model_config
 from tensorwire.server.repository.model_format import MODEL_FILE, ON_REQUEST_OUTPUTS, Manifest, ModelFormatError, TensorSpec, load_model
 
 # A request is scored on the event loop (aio engine) when it is this small, about a millisecond of
@@ -78,13 +81,20 @@ class Model:
     work_per_row: int  # parameters a row is scored against: a rough cost, to keep long requests off the event loop
     batching: DynamicBatching | None = None
     batcher: DynamicBatcher | None = None
+    drift_config: Drift = Drift()
+    drift: DriftMonitor | None = None  # counts scored rows against the file's reference profile, where it has one
 
     @classmethod
-    def load(cls, name: str, version: str, path: pathlib.Path, batching: DynamicBatching | None = None) -> Model:
+    def load(cls, name: str, version: str, path: pathlib.Path, batching: DynamicBatching | None = None, drift_config: Drift = Drift()) -> Model:
         fingerprint = file_fingerprint(path)
         stored = load_model(path)
         manifest = stored.manifest
         scorer = build_scorer(manifest, stored.arrays, str(path))
+        input_dtype = np.dtype("<f4" if manifest.input_datatype == "FP32" else "<f8")
+        try:
+            profile = read_profile(manifest.params, stored.arrays, manifest.n_features) if drift_config.enabled else None
+        except ValueError as exc:
+            raise ModelFormatError(path, str(exc)) from None
         model = cls(
             name=name,
             version=version,
@@ -92,11 +102,13 @@ class Model:
             scorer=scorer,
             outputs={o.name: o for o in manifest.outputs},
             output_names=tuple(o.name for o in manifest.outputs if o.name not in ON_REQUEST_OUTPUTS),
-            input_dtype=np.dtype("<f4" if manifest.input_datatype == "FP32" else "<f8"),
+            input_dtype=input_dtype,
             fingerprint=fingerprint,
-            work_per_row=max(1, getattr(scorer, "work_per_row", None) or sum(array.size for array in stored.arrays.values())),
+            work_per_row=max(1, getattr(scorer, "work_per_row", None) or sum(a.size for n, a in stored.arrays.items() if n not in PROFILE_ARRAYS)),
             batching=batching,
             batcher=None if batching is None else DynamicBatcher(scorer, batching, f"{name}-{version}"),
+            drift_config=drift_config,
+            drift=None if profile is None else DriftMonitor(profile, drift_config.window_rows, input_dtype),
         )
         model.warm_up()
         return model
@@ -267,7 +279,7 @@ class ModelRepository:
         statuses = {}
         for version in wanted:
             previous = old.versions.get(version)
-            status = self._load_version(name, version, model_dir / version / MODEL_FILE, previous, config.dynamic_batching)
+            status = self._load_version(name, version, model_dir / version / MODEL_FILE, previous, config.dynamic_batching, config.drift)
             statuses[version] = status
         if not any(s.state == READY for s in statuses.values()):
             # keep the previous good versions serving beside the failures
@@ -297,10 +309,10 @@ class ModelRepository:
         return sum(s.state == READY for e in self._models.values() for s in e.versions.values())
 
     def _load_version(
-        self, name: str, version: str, path: pathlib.Path, previous: VersionStatus | None, batching: DynamicBatching | None
+        self, name: str, version: str, path: pathlib.Path, previous: VersionStatus | None, batching: DynamicBatching | None, drift: Drift = Drift()
     ) -> VersionStatus:
         fingerprint = file_fingerprint(path)
-        if previous is not None and previous.model is not None and (previous.model.fingerprint, previous.model.batching) == (fingerprint, batching):
+        if previous is not None and previous.model is not None and (previous.model.fingerprint, previous.model.batching, previous.model.drift_config) == (fingerprint, batching, drift):
             return previous
         started = time.perf_counter()
         log.info("model %s version %s: loading, compiling its kernels if this machine has not cached them", name, version)
@@ -308,7 +320,7 @@ class ModelRepository:
             self.check_inside(path, "model file")
             if fingerprint[1] > self.max_model_bytes:
                 raise ModelFormatError(path, f"is {fingerprint[1]} bytes, more than the --max-model-mb limit ({self.max_model_bytes} bytes)")
-            model = Model.load(name, version, path, batching)
+            model = Model.load(name, version, path, batching, drift)
         except Exception as exc:  # a model must never take the server down with it
             reason = failure_reason(exc)
             log.error("model %s version %s failed to load: %s", name, version, reason, exc_info=not isinstance(exc, EXPECTED_FAILURES))

@@ -7,6 +7,7 @@ import logging
 import os
 import pathlib
 import sys
+from typing import Any
 
 from tensorwire.server.version import VERSION
 
@@ -212,6 +213,107 @@ def _warm(args: argparse.Namespace) -> int:
     return 1 if report.failures or report.ready == 0 or report.cached_kernels == 0 else 0
 
 
+def _add_drift(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    drift = commands.add_parser(
+        "drift",
+        help="show a served model's input drift: features ranked by PSI, with their reference and live bin shares",
+        description="Reads the server's Prometheus metrics (tensorwire_feature_psi, tensorwire_feature_bin_fraction). A model has "
+        "them when it was exported with background=X_train and its config.json does not say {\"drift\": {\"enabled\": false}}. "
+        "PSI under 0.1: stable; 0.1 to 0.25: moving; over 0.25: shifted.",
+    )
+    drift.add_argument("--url", required=True, help="the metrics endpoint, e.g. http://localhost:8002 (/metrics is added when the URL has no path)")
+    drift.add_argument("--model", required=True, help="the model's name")
+    drift.add_argument("--version", default=None, help="only this version (default: every version with drift metrics)")
+    drift.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+DRIFT_BAR_WIDTH = 20
+DRIFT_PSI_FULL_BAR = 0.5  # the PSI a full bar stands for (larger ones are cut there)
+
+
+def _drift(args: argparse.Namespace) -> int:
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    url = args.url if "://" in args.url else f"http://{args.url}"
+    if urllib.parse.urlsplit(url).path in ("", "/"):
+        url = url.rstrip("/") + "/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode("utf-8", errors="replace")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"tensorwire drift: cannot read metrics from {url}: {exc}", file=sys.stderr)
+        return 2
+    reports = _drift_reports(text, args.model, args.version)
+    if not reports:
+        print(
+            f"tensorwire drift: {url} has no drift metrics for model '{args.model}'"
+            f"{f' version {args.version}' if args.version else ''} (export it with background=X_train, and leave "
+            "drift enabled in its config.json)",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        print(json.dumps(reports, indent=2))
+        return 0
+    for report in reports:
+        print(f"model '{report['model']}' version {report['version']}: {report['window_rows']:,} rows in the drift window")
+        width = max(len("feature"), *(len(f["feature"]) for f in report["features"]))
+        for feature in report["features"]:
+            psi = feature["psi"]
+            verdict = "no rows yet" if psi is None else "shifted" if psi > 0.25 else "moving" if psi > 0.1 else "stable"
+            shown = "  -  " if psi is None else f"{psi:5.3f}"
+            print(f"  {feature['feature']:<{width}}  PSI {shown} {_bar(psi or 0.0, DRIFT_PSI_FULL_BAR)} {verdict}"
+                  f"  (missing {feature['missing']:g}, below range {feature['below']:g}, above range {feature['above']:g})")
+            shown_bins = [row for row in feature["bins"] if row["bin"] != "missing" or row["reference"] or row["live"]]
+            tallest = max([0.01, *(max(row["reference"], row["live"] or 0.0) for row in shown_bins)])  # bars are to scale within a feature
+            for row in shown_bins:
+                live = row["live"]
+                print(f"    bin {row['bin']:>7}  reference {row['reference']:6.1%} {_bar(row['reference'], tallest)}  "
+                      f"live {'   -  ' if live is None else f'{live:6.1%}'} {_bar(live or 0.0, tallest)}")
+    return 0
+
+
+def _bar(value: float, full: float) -> str:
+    cells = round(min(max(value / full, 0.0), 1.0) * DRIFT_BAR_WIDTH)
+    return "#" * cells + "." * (DRIFT_BAR_WIDTH - cells)
+
+
+def _drift_reports(text: str, model: str, version: str | None) -> list[dict[str, Any]]:
+    """Per version of the model: its features ranked by PSI (highest first) with their bin shares, from Prometheus text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    versions: dict[str, dict[str, Any]] = {}
+    features: dict[tuple[str, str], dict[str, Any]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if labels.get("model") != model or (version is not None and labels.get("version") != version):
+                continue
+            if sample.name == "tensorwire_drift_window_rows":
+                versions.setdefault(labels["version"], {})["window_rows"] = int(sample.value)
+                continue
+            if "feature" not in labels or not sample.name.startswith("tensorwire_feature_"):
+                continue
+            entry = features.setdefault((labels["version"], labels["feature"]), {"feature": labels["feature"], "psi": None, "missing": 0.0, "below": 0.0, "above": 0.0, "bins": {}})
+            if sample.name == "tensorwire_feature_psi":
+                entry["psi"] = sample.value
+            elif sample.name == "tensorwire_feature_missing_total":
+                entry["missing"] = sample.value
+            elif sample.name == "tensorwire_feature_out_of_range_total":
+                entry[labels["side"]] = sample.value
+            elif sample.name == "tensorwire_feature_bin_fraction":
+                entry["bins"].setdefault(labels["bin"], {"bin": labels["bin"], "reference": 0.0, "live": None})[labels["population"]] = sample.value
+    reports = []
+    for found_version in sorted(versions, key=lambda v: (len(v), v)):
+        rows = [{**f, "bins": list(f["bins"].values())} for (v, _), f in features.items() if v == found_version]
+        rows.sort(key=lambda f: 1.0 if f["psi"] is None else -float(f["psi"]))
+        reports.append({"model": model, "version": found_version, "window_rows": versions[found_version].get("window_rows", 0), "features": rows})
+    return reports
+
+
 BENCH_HELP = "measure throughput and latency of any Open Inference Protocol gRPC server (tensorwire bench --help)"
 
 
@@ -227,11 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     _add_serve(commands)
     _add_export(commands)
     _add_warm(commands)
+    _add_drift(commands)
     commands.add_parser("bench", help=BENCH_HELP)  # listed here, parsed by tensorwire.client.bench_args
     args = parser.parse_args(argv)
     if args.command != "serve":
         logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
-    return {"serve": _serve, "export": _export, "warm": _warm}[args.command](args)
+    return {"serve": _serve, "export": _export, "warm": _warm, "drift": _drift}[args.command](args)
 
 
 if __name__ == "__main__":
