@@ -82,10 +82,11 @@ def fork_worker(conn: Connection, fd: int, args: tuple[Any, ...], repository: An
         code = 1
         try:
             os.close(read_end)
+            middle_pid = os.getpid()
             pid = os.fork()
             if pid == 0:
                 os.close(write_end)
-                _run_worker(conn, fd, args, repository, supervisor)
+                _run_worker(conn, fd, args, repository, supervisor, middle_pid)
             os.write(write_end, pid.to_bytes(PID_BYTES, "little"))
             code = 0
         finally:
@@ -100,12 +101,11 @@ def fork_worker(conn: Connection, fd: int, args: tuple[Any, ...], repository: An
     return int.from_bytes(data, "little")
 
 
-def _run_worker(conn: Connection, fd: int, args: tuple[Any, ...], repository: Any, supervisor: int) -> NoReturn:
+def _run_worker(conn: Connection, fd: int, args: tuple[Any, ...], repository: Any, supervisor: int, middle: int) -> NoReturn:
     code = 1
     try:
         conn.close()  # the template's pipe: the template notices its supervisor leaving, the workers their own pipe
-        middle = os.getppid()
-        while os.getppid() == middle:  # until the middle process has exited and the supervisor adopted us
+        while os.getppid() == middle:  # until the middle process has exited and the supervisor adopted us (it may have already)
             time.sleep(0.0005)
         if os.getppid() == supervisor:  # otherwise the supervisor is gone too
             forbid_thread_pool(False)
