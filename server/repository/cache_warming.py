@@ -54,12 +54,17 @@ def load_compiling_in_parallel(repository: ModelRepository, names: list[str] | N
     If it is not, the other models are shared out: `tensorwire warm` processes compile their
     shares into the cache while this one loads its own, then it loads theirs from the cache.
     """
+    requested = names  # None: every model, and load_all explains a repository laid out wrong
+    if names is None and not repository.root.is_dir():
+        repository.load_all(None)  # which says what is wrong with the root
+        return
     names = model_names(repository.root) if names is None else list(names)
     started = time.perf_counter()
-    repository.load_all(names[:1])
     rest = names[1:]
+    if names:
+        repository.load_all(names[:1])
     if processes < 2 or len(rest) < 2 or time.perf_counter() - started < COLD_LOAD_SECONDS:
-        repository.load_all(names)
+        repository.load_all(requested)
         return
     shares = [rest[i::processes] for i in range(min(processes, len(rest)))]
     log.info("kernels are being compiled (nothing cached yet): %d more models, in %d processes at once", len(rest), len(shares))
@@ -70,4 +75,4 @@ def load_compiling_in_parallel(repository: ModelRepository, names: list[str] | N
     repository.load_all(shares[0])
     for helper in helpers:
         helper.wait()  # a helper that failed only leaves its models to be compiled below
-    repository.load_all(names)
+    repository.load_all(requested)
