@@ -37,6 +37,18 @@ def served_metric(metric: str, p: float) -> str | None:
     return name if name in METRICS else None
 
 
+def served_metric_or_refusal(metric: object, params: dict[str, object], p: float, where: str) -> tuple[str, float]:
+    """(METRICS name, p) of a fitted estimator's metric, its params without p; ValueError naming what is not served."""
+    served = sorted(METRICS)
+    if params or not isinstance(metric, str):
+        raise ValueError(f"tensorwire cannot export {where}: metric {metric!r} with metric_params {params} (serves {served}, without metric_params)")
+    name = served_metric(metric, p)
+    if name is None:
+        problem = f"minkowski p={p}" if METRIC_ALIASES.get(metric, metric) == "minkowski" else f"metric {metric!r}"
+        raise ValueError(f"tensorwire cannot export {where}: {problem} (serves {served}; minkowski with a finite p >= 1)")
+    return name, p
+
+
 def reduced_radius(metric: int, p: float, radius: float) -> float:
     """A radius in the kernels' reduced distance (squared for euclidean, p-th power for minkowski), as scikit-learn compares it."""
     if metric == 0:
@@ -107,7 +119,7 @@ def _cosine_distance(xn: np.ndarray, train: np.ndarray, norms: np.ndarray, i: in
 
 
 @kernel
-def _heap_push(values: np.ndarray, indices: np.ndarray, val: float, idx: int) -> None:
+def heap_push(values: np.ndarray, indices: np.ndarray, val: float, idx: int) -> None:
     """scikit-learn's fixed-size max-heap push (utils/_heap.pyx), so exact ties keep the members and order it keeps."""
     size = values.shape[0]
     if val >= values[0]:
@@ -141,7 +153,7 @@ def _heap_push(values: np.ndarray, indices: np.ndarray, val: float, idx: int) ->
 
 
 @kernel
-def _insertion_sort(values: np.ndarray, indices: np.ndarray) -> None:
+def insertion_sort(values: np.ndarray, indices: np.ndarray) -> None:
     """scikit-learn's simultaneous_sort for up to 15 items (utils/_sorting.pyx: insertion sort, stable on the heap's order)."""
     for i in range(1, values.shape[0]):
         v = values[i]
@@ -173,8 +185,8 @@ def _kneighbors_rows(
         best_d[:] = np.inf
         best_i[:] = -1
         for i in range(n_train):
-            _heap_push(best_d, best_i, _reduced(x, train, i, metric, p), i)
-        _insertion_sort(best_d, best_i)
+            heap_push(best_d, best_i, _reduced(x, train, i, metric, p), i)
+        insertion_sort(best_d, best_i)
         for c in range(k):
             distances[r, c] = _distance(best_d[c], metric, p)
             indices[r, c] = best_i[c]

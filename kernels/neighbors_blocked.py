@@ -39,6 +39,7 @@ from numba import prange
 
 from tensorwire.kernels.config import kernel, parallel_kernel
 from tensorwire.kernels.decomposition import affine_rows, is_identity
+from tensorwire.kernels.neighbors import heap_push, insertion_sort
 
 QUERY_BLOCK = 128  # query rows per product: G is QUERY_BLOCK x TRAIN_BLOCK, kept in L2 while it is screened
 TRAIN_BLOCK = 1024  # training rows per product
@@ -91,55 +92,6 @@ def squared_distance(x: np.ndarray, train: np.ndarray, i: int) -> float:
         d = x[j] - train[i, j]
         acc += d * d
     return acc
-
-
-@kernel
-def heap_push(values: np.ndarray, indices: np.ndarray, val: float, idx: int) -> None:
-    """scikit-learn's fixed-size max-heap push (utils/_heap.pyx): refuses val >= root, else sifts val down."""
-    size = values.shape[0]
-    if val >= values[0]:
-        return
-    cur = 0
-    while True:
-        left = 2 * cur + 1
-        right = left + 1
-        if left >= size:
-            break
-        elif right >= size:
-            if values[left] > val:
-                swap = left
-            else:
-                break
-        elif values[left] >= values[right]:
-            if val < values[left]:
-                swap = left
-            else:
-                break
-        else:
-            if val < values[right]:
-                swap = right
-            else:
-                break
-        values[cur] = values[swap]
-        indices[cur] = indices[swap]
-        cur = swap
-    values[cur] = val
-    indices[cur] = idx
-
-
-@kernel
-def insertion_sort(values: np.ndarray, indices: np.ndarray) -> None:
-    """scikit-learn's simultaneous_sort for up to 15 items: insertion sort, stable on the heap's order."""
-    for i in range(1, values.shape[0]):
-        v = values[i]
-        t = indices[i]
-        j = i
-        while j > 0 and values[j - 1] > v:
-            values[j] = values[j - 1]
-            indices[j] = indices[j - 1]
-            j -= 1
-        values[j] = v
-        indices[j] = t
 
 
 @kernel

@@ -267,14 +267,7 @@ def _metric(estimator: Any, where: str) -> tuple[str, float]:
     p = float(params.pop("p", estimator.p if estimator.p is not None else 2))
     if params.get("w", 0) is None:
         del params["w"]  # scikit-learn's unweighted minkowski
-    served = sorted(neighbors.METRICS)
-    if params or not isinstance(metric, str):
-        raise ValueError(f"tensorwire cannot export {where}: metric {metric!r} with metric_params {params} (serves {served}, without metric_params)")
-    name = neighbors.served_metric(metric, p)
-    if name is None:
-        problem = f"minkowski p={p}" if neighbors.METRIC_ALIASES.get(metric, metric) == "minkowski" else f"metric {metric!r}"
-        raise ValueError(f"tensorwire cannot export {where}: {problem} (serves {served}; minkowski with a finite p >= 1)")
-    return name, p
+    return neighbors.served_metric_or_refusal(metric, params, p, where)
 
 
 def _weights(estimator: Any, where: str) -> str:
