@@ -103,7 +103,7 @@ def fit_memory_models() -> dict[str, tuple[Any, int]]:
 def family_factories() -> dict[str, Callable[[np.ndarray, np.ndarray], Any]]:
     """One small model per family module of server/families/, fitted on (X, y)."""
     from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.cluster import KMeans
+    from sklearn.cluster import DBSCAN, KMeans
     from sklearn.decomposition import PCA
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
@@ -115,6 +115,7 @@ def family_factories() -> dict[str, Callable[[np.ndarray, np.ndarray], Any]]:
         "linear": lambda X, y: LogisticRegression(max_iter=1000).fit(X, y),
         "svm": lambda X, y: SVC(kernel="rbf").fit(X, y),
         "kmeans": lambda X, y: KMeans(8, n_init=1, random_state=0).fit(X),
+        "dbscan": lambda X, y: DBSCAN(eps=float(np.sqrt(X.shape[1])), min_samples=5).fit(X),
         "decomposition": lambda X, y: PCA(5).fit(X),
         "trees": lambda X, y: HistGradientBoostingClassifier(max_iter=100, early_stopping=False, random_state=0).fit(X, y),
         "calibration": lambda X, y: CalibratedClassifierCV(LinearSVC(random_state=0), cv=3).fit(X, y),
@@ -286,7 +287,7 @@ def start_tensorwire(repository: pathlib.Path, workers: int, cache: pathlib.Path
     """`tensorwire serve` on a free loopback port, metrics off; NUMBA_CACHE_DIR=cache when given (else numba's default)."""
     port = free_port()
     command = [sys.executable, "-m", "tensorwire", "serve", str(repository), "--workers", str(workers), "--host", "127.0.0.1",
-               "--grpc-port", str(port), "--metrics-port", "0", "--grace-period", "1"]
+               "--grpc-port", str(port), "--metrics-port", str(free_port()), "--grace-period", "1"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"NUMBA_CACHE_DIR": str(cache)} if cache else {})}
     started_at = time.monotonic()
     with open(log_path, "wb") as log:

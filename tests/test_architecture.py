@@ -271,6 +271,18 @@ def test_a_serving_process_never_imports_scikit_learn_scipy_or_pandas(tmp_path: 
     )
 
 
+def test_the_supervisor_and_its_metrics_endpoint_never_import_numba() -> None:
+    """The supervisor scores nothing: numba and LLVM would cost it ~40 MiB, once per server (issue 16's memory table)."""
+    script = (
+        "import sys\n"
+        "import tensorwire.cli, tensorwire.server.process.supervisor, tensorwire.server.process.metrics\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('numba', 'llvmlite', 'grpc'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [], f"the supervisor's modules imported {result.stdout.split()[:20]}"
+
+
 # --- the README's estimator table -------------------------------------------------------
 
 

@@ -21,8 +21,8 @@ from sklearn.linear_model import LogisticRegression
 
 import tensorwire
 from tensorwire.client import InferenceClient
-from tensorwire.server.inference.drift import PSI_EPSILON, DriftMonitor, population_stability_index
-from tensorwire.server.modeling.reference_profile import MAX_BINS, bin_edges, profile_rows
+from tensorwire.server.inference.drift import DriftMonitor
+from tensorwire.server.modeling.reference_profile import MAX_BINS, PSI_EPSILON, bin_edges, population_stability_index, profile_rows
 from tensorwire.server.repository.model_config import ModelConfigError, read_model_config
 
 from .conftest import RunningServer, start_server, stop_server

@@ -98,14 +98,3 @@ def counting_table(profile: ReferenceProfile) -> np.ndarray:
 def rows_of(table: np.ndarray) -> int:
     """The rows a counting table holds: each is counted once per feature, in a bin or as missing."""
     return int(table[0, COUNTS][: MAX_BINS + 1].sum())
-
-
-PSI_EPSILON = 1e-4  # the share an empty bin counts as (in either population), so that its log ratio stays finite
-
-
-def population_stability_index(reference: np.ndarray, live: np.ndarray) -> float:
-    """PSI = sum over bins of (live - reference) * ln(live / reference), shares floored at PSI_EPSILON.
-    Under 0.1: stable; 0.1 to 0.25: moving; over 0.25: the population has shifted (the usual reading)."""
-    expected = np.maximum(reference, PSI_EPSILON)
-    actual = np.maximum(live, PSI_EPSILON)
-    return float(np.sum((actual - expected) * np.log(actual / expected)))

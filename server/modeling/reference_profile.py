@@ -104,3 +104,14 @@ def read_profile(params: dict[str, Any], arrays: dict[str, np.ndarray], n_featur
     if np.any(np.diff(edges, axis=1) < 0):
         raise ValueError(f"array '{EDGES}' must be ascending per feature")
     return ReferenceProfile(tuple(str(n) for n in names), edges, n_bins, np.ascontiguousarray(fractions, dtype=np.float64))
+
+
+PSI_EPSILON = 1e-4  # the share an empty bin counts as (in either population), so that its log ratio stays finite
+
+
+def population_stability_index(reference: np.ndarray, live: np.ndarray) -> float:
+    """PSI = sum over bins of (live - reference) * ln(live / reference), shares floored at PSI_EPSILON.
+    Under 0.1: stable; 0.1 to 0.25: moving; over 0.25: the population has shifted (the usual reading)."""
+    expected = np.maximum(reference, PSI_EPSILON)
+    actual = np.maximum(live, PSI_EPSILON)
+    return float(np.sum((actual - expected) * np.log(actual / expected)))

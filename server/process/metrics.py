@@ -28,8 +28,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from tensorwire.server.config import ServerConfig, TlsFiles
-from tensorwire.server.inference.drift import population_stability_index
 from tensorwire.server.inference.statistics import BATCH_BUCKETS, LATENCY_BUCKETS_NS
+from tensorwire.server.modeling.reference_profile import population_stability_index
 
 log = logging.getLogger(__name__)
 

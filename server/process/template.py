@@ -24,6 +24,7 @@ the worker's pid. The template exits when the pipe closes.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import os
@@ -62,6 +63,7 @@ def template_main(conn: Connection) -> None:
         conn.send(None)
         return
     gc.collect()
+    release_compiler_pages()
     gc.freeze()  # what is loaded stays out of every later collection, which would otherwise copy its pages into each worker
     conn.send(repository.ready_count())
     supervisor = os.getppid()
@@ -72,6 +74,25 @@ def template_main(conn: Connection) -> None:
         except (EOFError, OSError):
             return
         conn.send(fork_worker(conn, fd, args, repository, supervisor))
+
+
+MADV_PAGEOUT = 21  # Linux 5.4+
+
+
+def release_compiler_pages() -> None:
+    """Evict the LLVM library pages that loading touched and no worker uses (about 28 MiB): MADV_PAGEOUT reclaims
+    clean file pages mapped by this process alone and never changes memory contents. A worker that compiles later
+    reads them back from the file."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) == 6 and fields[5].endswith("libllvmlite.so"):
+                start, end = (int(bound, 16) for bound in fields[0].split("-"))
+                libc.madvise(start, end - start, MADV_PAGEOUT)  # refused on older kernels: nothing lost
 
 
 def fork_worker(conn: Connection, fd: int, args: tuple[Any, ...], repository: Any, supervisor: int) -> int:
