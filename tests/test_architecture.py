@@ -276,6 +276,7 @@ def test_the_supervisor_and_its_metrics_endpoint_never_import_numba() -> None:
     script = (
         "import sys\n"
         "import tensorwire.cli, tensorwire.server.process.supervisor, tensorwire.server.process.metrics\n"
+        "import tensorwire.server.transport.tokens  # the start-up check of the TLS and token files\n"
         "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('numba', 'llvmlite', 'grpc'))))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

@@ -22,7 +22,8 @@ import pytest
 from tensorwire.protos import inference_pb2 as pb
 from tensorwire.server.config import ServerConfig
 from tensorwire.server.process.metrics import ServerCollector, serve_metrics
-from tensorwire.server.transport.security import TOKENS_ENV, TokenFileError, TokenStore, check_security_files, parse_env_tokens, parse_tokens, refusal_of
+from tensorwire.server.transport.security import refusal_of
+from tensorwire.server.transport.tokens import TOKENS_ENV, TokenFileError, TokenStore, check_security_files, parse_env_tokens, parse_tokens
 
 
 def _sibling(name: str) -> Any:

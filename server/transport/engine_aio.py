@@ -25,7 +25,7 @@ from tensorwire.server.config import ServerConfig
 from tensorwire.server.inference.handler import InferenceHandler, parse_infer_request
 from tensorwire.server.transport.call_limits import OpenStreams
 from tensorwire.server.transport.health import AioHealthServicer, HealthAccess
-from tensorwire.server.transport.security import AuthInterceptor, TokenStore
+from tensorwire.server.transport.security import AuthInterceptor
 from tensorwire.server.transport.servicer import (
     DRAIN_QUIET_SECONDS,
     PUBLIC_HEALTH_SERVICES,
@@ -41,6 +41,7 @@ from tensorwire.server.transport.servicer import (
     status_of,
     stream_error,
 )
+from tensorwire.server.transport.tokens import TokenStore
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from tensorwire.server.config import ServerConfig
 from tensorwire.server.inference.handler import InferenceHandler
 from tensorwire.server.transport.call_limits import CallSlots, OpenStreams
 from tensorwire.server.transport.health import HealthAccess, SyncHealthServicer
-from tensorwire.server.transport.security import SyncAuthInterceptor, TokenStore
+from tensorwire.server.transport.security import SyncAuthInterceptor
 from tensorwire.server.transport.servicer import (
     DRAIN_QUIET_SECONDS,
     PUBLIC_HEALTH_SERVICES,
@@ -39,6 +39,7 @@ from tensorwire.server.transport.servicer import (
     status_of,
     stream_error,
 )
+from tensorwire.server.transport.tokens import TokenStore
 
 log = logging.getLogger(__name__)
 

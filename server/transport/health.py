@@ -15,7 +15,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2
 
 from tensorwire.server.transport.call_limits import CallSlots
-from tensorwire.server.transport.security import TokenStore, caller_scope
+from tensorwire.server.transport.security import caller_scope
+from tensorwire.server.transport.tokens import TokenStore
 
 SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 

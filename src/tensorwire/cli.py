@@ -110,7 +110,7 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ.setdefault(variable, threads)
     from tensorwire.server.config import ServerConfig
     from tensorwire.server.process.logs import configure_logging
-    from tensorwire.server.transport.security import check_security_files
+    from tensorwire.server.transport.tokens import check_security_files
 
     configure_logging(args.log_level, args.log_format, "main" if args.workers == 1 else "supervisor")
     try:
