@@ -124,3 +124,27 @@ def test_start_up_says_what_it_is_doing_and_when_it_serves(model_repository: pat
     loading = log.index("model ols version 1: loading, compiling its kernels if this machine has not cached them")
     ready = log.index(f"ready: serving 5 model versions on 127.0.0.1:{server.port} with 2 workers")
     assert reserved < loading < ready
+
+
+def test_a_cold_cache_is_compiled_in_parallel_and_every_process_logs_alike(
+    model_repository: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nothing cached, `tensorwire warm` processes compile beside the template; their lines follow --log-format."""
+    import json
+    import time
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "empty-cache"))
+    server = start_server(model_repository, tmp_path / "server.log", "--workers", "2", "--log-format", "json")
+    try:
+        deadline = time.monotonic() + 60
+        while "ready: serving" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        lines = server.log().splitlines()
+    finally:
+        stop_server(server)
+    records = [json.loads(line) for line in lines if line.strip()]  # every line a JSON object
+    messages = {(record["process"], record["message"].split(":")[0]) for record in records}
+    assert ("template", "kernels are being compiled (nothing cached yet)") in messages
+    assert any(process == "warm" for process, _ in messages), "no model was compiled by a warm process"
+    assert any(record["message"].startswith("ready: serving 5 model versions") for record in records)
+    assert list((tmp_path / "empty-cache").rglob("*.nbi")), "nothing was written to the cache"

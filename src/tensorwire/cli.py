@@ -113,6 +113,8 @@ def _serve(args: argparse.Namespace) -> int:
     from tensorwire.server.transport.tokens import check_security_files
 
     configure_logging(args.log_level, args.log_format, "main" if args.workers == 1 else "supervisor")
+    # the `tensorwire warm` processes that compile a cold cache beside the server log as it does
+    os.environ["TENSORWIRE_LOG_LEVEL"], os.environ["TENSORWIRE_LOG_FORMAT"] = args.log_level, args.log_format
     try:
         config = ServerConfig(
             model_repository=repository,
@@ -191,6 +193,8 @@ def _add_warm(commands: argparse._SubParsersAction) -> None:  # type: ignore[typ
     warm.add_argument("model_repository", help="the model repository to compile, e.g. models/")
     warm.add_argument("--model", action="append", default=None, help="compile only this model (repeatable; default: every model)")
     warm.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="processes that compile at once (default: one per CPU)")
+    warm.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="as serve's (default: INFO)")
+    warm.add_argument("--log-format", default=_env("LOG_FORMAT", "text"), choices=["text", "json"], help="as serve's (default: text)")
 
 
 def _warm(args: argparse.Namespace) -> int:
@@ -199,7 +203,10 @@ def _warm(args: argparse.Namespace) -> int:
         return 2
     import numba
 
+    from tensorwire.server.process.logs import configure_logging
     from tensorwire.server.repository.cache_warming import warm_repository
+
+    configure_logging(args.log_level, args.log_format, "warm")
 
     report = warm_repository(args.model_repository, args.model, max(1, args.processes))
     where = f"{report.cached_kernels} kernels cached in {report.cache_dir}" if report.cache_dir else "kernels cached beside the installed package"
@@ -332,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_drift(commands)
     commands.add_parser("bench", help=BENCH_HELP)  # listed here, parsed by tensorwire.client.bench_args
     args = parser.parse_args(argv)
-    if args.command != "serve":
+    if args.command not in ("serve", "warm"):
         logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
     return {"serve": _serve, "export": _export, "warm": _warm, "drift": _drift}[args.command](args)
 
