@@ -1,4 +1,5 @@
-"""Input drift counting: each row's features counted into their reference bins, in one pass over a request.
+"""Drift counting: each row's features counted into their reference bins, in one pass over a request, and its main
+output into its classes or score bins (count_classes, count_scores).
 
 A counting table holds, for each feature j, its bin definition and its counts, so that a request costs one
 call with two arguments (a numba call pays for each array it is given). Row j of a table for n bins:
@@ -48,3 +49,39 @@ def count_bins(X: np.ndarray, table: np.ndarray) -> None:
                 table[j, start + n_bins + 1] += 1.0
             elif v > table[j, n_cuts + 1]:
                 table[j, start + n_bins + 2] += 1.0
+
+
+@request_kernel
+def count_classes(y: np.ndarray, classes: np.ndarray, counts: np.ndarray) -> None:
+    """counts[b] += 1 for each value of y equal to classes[b] (ascending, found by bisection); counts[len(classes)]
+    for any other value."""
+    k = classes.shape[0]
+    for i in range(y.shape[0]):
+        v = np.float64(y[i])
+        lo, hi = 0, k
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if classes[mid] < v:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < k and classes[lo] == v:
+            counts[lo] += 1.0
+        else:
+            counts[k] += 1.0
+
+
+@request_kernel
+def count_scores(y: np.ndarray, cuts: np.ndarray, counts: np.ndarray) -> None:
+    """counts[b] += 1 for each value of y in bin b, (cuts[b - 1], cuts[b]] (bin 0 up to cuts[0], the last above the
+    last cut); counts[len(cuts) + 1] for NaN."""
+    n_cuts = cuts.shape[0]
+    for i in range(y.shape[0]):
+        v = np.float64(y[i])
+        if np.isnan(v):
+            counts[n_cuts + 1] += 1.0
+            continue
+        b = 0
+        while b < n_cuts and v > cuts[b]:
+            b += 1
+        counts[b] += 1.0

@@ -1,5 +1,6 @@
-"""Input drift served beside every prediction: the reference profile written at export, counted by a real
-2-worker server on the request-plan and general paths, summed over workers into PSI metrics, and `tensorwire drift`."""
+"""Input and output drift served beside every prediction: the reference profile written at export (the features'
+bins and the main output's classes or score bins), counted by a real 2-worker server on the request-plan and general
+paths, summed over workers into PSI metrics, and `tensorwire drift` (table, JSON, --plot) and `export --background`."""
 
 from __future__ import annotations
 
@@ -20,10 +21,22 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression
 
 import tensorwire
+from tensorwire.cli import main as cli_main
 from tensorwire.client import InferenceClient
+from tensorwire.kernels.drift import count_classes, count_scores
 from tensorwire.server.inference.drift import DriftMonitor
-from tensorwire.server.modeling.reference_profile import MAX_BINS, PSI_EPSILON, bin_edges, population_stability_index, profile_rows
+from tensorwire.server.modeling.reference_profile import (
+    MAX_BINS,
+    OUTPUT_ARRAY_NAMES,
+    PARAMS_KEY,
+    PSI_EPSILON,
+    bin_edges,
+    population_stability_index,
+    profile_rows,
+)
 from tensorwire.server.repository.model_config import ModelConfigError, read_model_config
+from tensorwire.server.repository.model_format import load_model, save_model
+from tensorwire.server.repository.model_repository import Model
 
 from .conftest import RunningServer, start_server, stop_server
 
@@ -56,7 +69,28 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     tensorwire.export(HistGradientBoostingRegressor(max_iter=5).fit(X, y), root / "trees" / "1", background=X)  # takes NaN
     tensorwire.export(LogisticRegression(max_iter=500).fit(X, y), root / "refused" / "1", background=X)
     (root / "refused" / "config.json").write_text(json.dumps({"drift": {"enabled": True, "window_rows": 0}}))
+    tensorwire.export(LogisticRegression(max_iter=500).fit(X, tiers(X)), root / "tiers" / "1", background=X)  # string labels
+    tensorwire.export(LogisticRegression(max_iter=500).fit(X, y), root / "plain" / "1")  # no background: no profile
+    tensorwire.export(LogisticRegression(max_iter=500).fit(X, y), root / "legacy" / "1", background=X)
+    without_output_profile(root / "legacy" / "1")
     return root
+
+
+def tiers(X: np.ndarray) -> np.ndarray:
+    """String labels from the same rule as y: three tiers of income + 10 x score."""
+    value = X[:, 1] + 10 * X[:, 3]
+    return np.where(value > 60, "gold", np.where(value > 40, "silver", "bronze"))
+
+
+def without_output_profile(version_dir: pathlib.Path) -> None:
+    """Rewrite a model file as it was written before output profiles: the features' profile only."""
+    stored = load_model(version_dir / "model.npz")
+    arrays = {name: a for name, a in stored.arrays.items() if name not in OUTPUT_ARRAY_NAMES}
+    manifest = stored.manifest
+    params = {**manifest.params, PARAMS_KEY: {k: v for k, v in manifest.params[PARAMS_KEY].items() if k != "output"}}
+    specs = {name: spec for name, spec in manifest.arrays.items() if name in arrays}
+    (version_dir / "model.npz").unlink()
+    save_model(version_dir, type(manifest)(manifest.kind, manifest.estimator, manifest.inputs, manifest.outputs, specs, params), arrays)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +147,16 @@ def traffic(server: RunningServer) -> str:
     shifted[:, 1] += 15.0
     send(server, "shifted", shifted)
     send(server, "trees", odd_rows())
+    send(server, "tiers", gold_rows())
+    send(server, "plain", live)
+    send(server, "legacy", live)
     return scrape(server)
+
+
+def gold_rows() -> np.ndarray:
+    """Rows from the region where the model says "gold" (a shift of the predictions)."""
+    rows = training_rows(2, 20 * ROWS_SENT)
+    return rows[tiers(rows) == "gold"][:ROWS_SENT]
 
 
 def odd_rows() -> np.ndarray:
@@ -166,6 +209,51 @@ def test_a_model_with_drift_disabled_has_no_drift_metrics(traffic: str) -> None:
     assert not [line for line in traffic.splitlines() if line.startswith("tensorwire_") and 'model="quiet"' in line and ("feature" in line or "drift" in line)]
 
 
+def output_psi(text: str, model: str) -> float:
+    (psi,) = values(text, "tensorwire_output_psi", model=model).values()
+    return psi
+
+
+def output_shares(text: str, model: str, population: str) -> dict[str, float]:
+    return {series.split('bin="')[1].split('"')[0]: v for series, v in values(text, "tensorwire_output_bin_fraction", model=model, population=population).items()}
+
+
+def test_the_output_is_stable_with_in_distribution_traffic(traffic: str) -> None:
+    assert output_psi(traffic, "stable") < 0.1
+    assert output_psi(traffic, "trees") < 0.1  # a regressor: score bins
+    assert len(output_shares(traffic, "trees", "reference")) > 1
+
+
+def test_the_output_shifts_when_traffic_moves_the_predictions(traffic: str) -> None:
+    assert output_psi(traffic, "shifted") > 0.25  # income one standard deviation up: more of class 1
+    assert output_psi(traffic, "tiers") > 0.25  # string labels, rows of the "gold" region only
+    live = output_shares(traffic, "tiers", "live")
+    assert set(live) == {"bronze", "gold", "silver"} and live["gold"] > 0.9, live
+
+
+def test_the_output_counts_of_both_workers_add_up_to_the_predictions(traffic: str, repository: pathlib.Path) -> None:
+    assert list(values(traffic, "tensorwire_output_window_rows", model="stable").values()) == [ROWS_SENT]
+    live = output_shares(traffic, "stable", "live")
+    reference = output_shares(traffic, "stable", "reference")
+    assert set(live) == set(reference) == {"0", "1"} and sum(live.values()) == pytest.approx(1.0)
+    model = Model.load("stable", "1", repository / "stable" / "1" / "model.npz")  # the server's own predictions
+    (predicted,) = model.scorer.score(training_rows(1, ROWS_SENT).astype(np.float32), ["predict"])
+    assert round(live["1"] * ROWS_SENT) == int((predicted == 1).sum())  # single rows (request plans) and batches alike
+    tiers_live = output_shares(traffic, "tiers", "live")
+    assert sum(tiers_live.values()) == pytest.approx(1.0)
+
+
+def test_a_model_exported_without_background_serves_with_no_drift_metrics(traffic: str) -> None:
+    assert values(traffic, "tensorwire_requests_total", model="plain")
+    assert not [line for line in traffic.splitlines() if 'model="plain"' in line and ("psi" in line or "drift" in line or "bin_fraction" in line)]
+
+
+def test_a_model_file_without_an_output_profile_still_measures_its_inputs(traffic: str) -> None:
+    assert set(psi_by_feature(traffic, "legacy")) == {"0", "1", "2", "3"}
+    assert not values(traffic, "tensorwire_output_psi", model="legacy")
+    assert not values(traffic, "tensorwire_output_bin_fraction", model="legacy")
+
+
 def test_bad_drift_config_is_refused_naming_the_setting(server: RunningServer) -> None:
     with InferenceClient(server.url) as client:
         index = {(m.name, m.version): m for m in client.repository_index().models}
@@ -199,14 +287,19 @@ def test_the_cli_ranks_features_by_psi(server: RunningServer, traffic: str) -> N
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     table = subprocess.run([sys.executable, "-m", "tensorwire", "drift", "--url", url, "--model", "shifted"], capture_output=True, text=True, env=env, timeout=60)
     assert table.returncode == 0, table.stderr
-    feature_lines = [line.split()[0] for line in table.stdout.splitlines() if "PSI" in line]
+    feature_lines = [line.split()[0] for line in table.stdout.splitlines() if "PSI" in line and "output" not in line]
     assert feature_lines[0] == "income" and sorted(feature_lines) == sorted(NAMES), table.stdout
     assert "shifted" in table.stdout.splitlines()[1]
+    (output_line,) = [line for line in table.stdout.splitlines() if line.startswith("  output 'predict'  PSI")]
+    assert "shifted" in output_line and f"({ROWS_SENT:,} rows in the window)" in output_line
     as_json = subprocess.run([sys.executable, "-m", "tensorwire", "drift", "--url", url, "--model", "shifted", "--json"], capture_output=True, text=True, env=env, timeout=60)
     (report,) = json.loads(as_json.stdout)
     psi = [f["psi"] for f in report["features"]]
     assert psi == sorted(psi, reverse=True) and report["features"][0]["feature"] == "income"
     assert report["window_rows"] == ROWS_SENT and len(report["features"][0]["bins"]) == 11
+    output = report["output"]
+    assert output["name"] == "predict" and output["psi"] > 0.25 and output["window_rows"] == ROWS_SENT
+    assert [b["bin"] for b in output["bins"]] == ["0", "1"] and sum(b["live"] for b in output["bins"]) == pytest.approx(1.0)
     missing = subprocess.run([sys.executable, "-m", "tensorwire", "drift", "--url", url, "--model", "quiet"], capture_output=True, text=True, env=env, timeout=60)
     assert missing.returncode == 1 and "no drift metrics for model 'quiet'" in missing.stderr
 
@@ -259,3 +352,95 @@ def test_psi_is_zero_for_equal_shares_and_floors_empty_bins() -> None:
     assert population_stability_index(shares, shares) == 0.0
     moved = population_stability_index(np.array([1.0, 0.0]), np.array([0.0, 1.0]))
     assert moved == pytest.approx(2 * (1 - PSI_EPSILON) * np.log(1 / PSI_EPSILON))
+
+
+def test_the_cli_plots_every_feature_and_the_output(server: RunningServer, traffic: str, tmp_path: pathlib.Path) -> None:
+    pytest.importorskip("matplotlib")
+    url = f"http://127.0.0.1:{server.metrics_port}"  # type: ignore[attr-defined]
+    png = tmp_path / "drift.png"
+    assert cli_main(["drift", "--url", url, "--model", "tiers", "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_the_cli_plot_without_matplotlib_says_how_to_install_it(tmp_path: pathlib.Path) -> None:
+    code = "import sys; sys.modules['matplotlib'] = None; from tensorwire.cli import main; sys.exit(main(sys.argv[1:]))"
+    run = subprocess.run([sys.executable, "-c", code, "drift", "--url", "http://127.0.0.1:9", "--model", "m", "--plot", str(tmp_path / "p.png")],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "pip install matplotlib" in run.stderr, run.stderr
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_export_background_from_a_csv_with_a_header_names_the_features(tmp_path: pathlib.Path) -> None:
+    xgboost = pytest.importorskip("xgboost")
+    X = training_rows(0, 500)
+    model = xgboost.XGBRegressor(n_estimators=5, max_depth=2).fit(X, X[:, 1] / 10)
+    model.save_model(tmp_path / "model.json")
+    csv = tmp_path / "train.csv"
+    X[0, 2] = np.nan  # an empty cell: a missing value
+    csv.write_text(",".join(NAMES) + "\n" + "\n".join(",".join("" if np.isnan(v) else repr(float(v)) for v in row) for row in X) + "\n")
+    assert cli_main(["export", str(tmp_path / "model.json"), str(tmp_path / "xgb" / "1"), "--background", str(csv)]) == 0
+    profile = Model.load("xgb", "1", tmp_path / "xgb" / "1" / "model.npz").drift
+    assert profile is not None and profile.profile.feature_names == tuple(NAMES)
+    assert profile.profile.output is not None and profile.profile.output.labels is None  # score bins
+    assert profile.profile.fractions[2, MAX_BINS] == pytest.approx(1 / 500)
+
+
+def test_export_background_from_npy_for_a_joblib_file(tmp_path: pathlib.Path) -> None:
+    import joblib
+
+    X = training_rows(0, 500)
+    joblib.dump(LogisticRegression(max_iter=500).fit(X, tiers(X)), tmp_path / "model.joblib")
+    np.save(tmp_path / "train.npy", X)
+    assert cli_main(["export", str(tmp_path / "model.joblib"), str(tmp_path / "lr" / "1"), "--trust-pickle", "--background", str(tmp_path / "train.npy")]) == 0
+    monitor = Model.load("lr", "1", tmp_path / "lr" / "1" / "model.npz").drift
+    assert monitor is not None and monitor.profile.feature_names == ("0", "1", "2", "3")
+    output = monitor.profile.output
+    assert output is not None and output.labels == ("bronze", "gold", "silver")
+    assert output.reference.tolist() == pytest.approx([float((tiers(X) == t).mean()) for t in output.labels], abs=0.05)
+    assert cli_main(["export", str(tmp_path / "model.joblib"), str(tmp_path / "lr" / "2"), "--trust-pickle", "--background", str(tmp_path / "train.txt")]) == 1
+
+
+def test_models_whose_main_output_has_several_columns_get_no_output_profile(tmp_path: pathlib.Path) -> None:
+    from sklearn.decomposition import PCA
+
+    X = training_rows(0, 300)
+    tensorwire.export(PCA(2).fit(X), tmp_path / "1", background=X)
+    monitor = Model.load("pca", "1", tmp_path / "1" / "model.npz").drift
+    assert monitor is not None and monitor.profile.output is None and monitor.snapshot()["output"] is None
+
+
+def test_the_output_counting_kernels_agree_with_numpy() -> None:
+    rng = np.random.default_rng(3)
+    classes = np.array([-1.0, 0.0, 2.0, 7.0])
+    y = rng.choice([-1, 0, 2, 7, 5], 500).astype(np.int64)
+    counts = np.zeros(5)
+    count_classes(y, classes, counts)
+    assert counts.tolist() == [*(float((y == c).sum()) for c in classes), float((y == 5).sum())]
+    cuts = np.array([-0.5, 0.0, 1.0])
+    scores = np.concatenate([rng.normal(size=300), [np.nan, 0.0, 1.0]]).astype(np.float32)
+    counts = np.zeros(5)
+    count_scores(scores, cuts, counts)
+    present = scores[~np.isnan(scores)].astype(np.float64)
+    assert counts.tolist() == [*np.bincount(np.searchsorted(cuts, present, side="left"), minlength=4).astype(float), 1.0]
+
+
+@pytest.mark.parametrize("kind", ["kmeans", "dbscan", "bool_labels"])
+def test_cluster_ids_and_other_label_outputs_are_profiled_as_classes(tmp_path: pathlib.Path, kind: str) -> None:
+    from sklearn.cluster import DBSCAN, KMeans
+
+    X = training_rows(0, 400)
+    estimator: Any = {
+        "kmeans": lambda: KMeans(3, n_init=2, random_state=0).fit(X),
+        "dbscan": lambda: DBSCAN(eps=6.0, min_samples=5).fit(X),  # no predict of its own: the server's nearest-core-sample rule
+        "bool_labels": lambda: LogisticRegression(max_iter=500).fit(X, X[:, 1] > 50),
+    }[kind]()
+    tensorwire.export(estimator, tmp_path / "1", background=X)
+    model = Model.load(kind, "1", tmp_path / "1" / "model.npz")
+    monitor = model.drift
+    assert monitor is not None and monitor.profile.output is not None and monitor.profile.output.labels is not None
+    (predicted,) = model.scorer.score(X.astype(np.float32), ["predict"])
+    assert monitor.profile.output.bin_names == [str(v).lower() for v in np.unique(predicted)]
+    assert monitor.profile.output.reference.sum() == pytest.approx(1.0)
+    monitor.count(X.astype(np.float32), predicted)
+    output = monitor.snapshot()["output"]
+    assert output["window"][:-1] == [int((predicted == v).sum()) for v in np.unique(predicted)] and output["window"][-1] == 0

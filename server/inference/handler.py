@@ -248,7 +248,7 @@ class InferenceHandler:
             raise
         stats.record_success(X.shape[0], t1 - t0, t2 - t1 - queue_ns, time.perf_counter_ns() - t2, queue_ns, executed)
         if model.drift is not None:
-            model.drift.count(X)
+            model.drift.count(X, model.drift.output_of(names, results))
         if data is not None:
             self._learn(data, request, model, stats, X, names, results)
         return response
@@ -268,6 +268,7 @@ class InferenceHandler:
                     raise _nonfinite(model, X, bad_row)
                 t2 = time.perf_counter_ns()
                 response = out.tobytes()
+                scored: np.ndarray | list[np.ndarray] = out
             else:
                 _require_finite(model, X)
                 _require_time_left(model, deadline)
@@ -275,12 +276,13 @@ class InferenceHandler:
                 results = model.scorer.score(X, plan.names)
                 t2 = time.perf_counter_ns()
                 response = plan.encode(results)
+                scored = results
         except Exception as exc:
             stats.record_failure(time.perf_counter_ns() - t0, _status_name(exc))
             raise
         stats.record_success(plan.shape[0], t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
         if plan.drift is not None:
-            plan.drift.count(X)
+            plan.drift.count(X, plan.main_output(scored))
         return response
 
     def _learn(self, data: bytes, request: pb.ModelInferRequest, model: Model, stats: VersionStatistics, X: np.ndarray, names: Sequence[str], results: Sequence[np.ndarray]) -> None:

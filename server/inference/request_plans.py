@@ -51,6 +51,17 @@ class RequestPlan:
     writer: ResponseWriter | None  # the scorer's whole-response kernel, where it has one
     response_size: int  # the response's size in bytes, for the writer
     drift: DriftMonitor | None  # the model's, where it counts its inputs (one attribute lookup less per request)
+    output_at: int = -1  # where the main output drift counts is among `names`, -1: not asked for, or not counted
+    output_bytes: tuple[int, np.dtype, int] | None = None  # type: ignore[type-arg]  # with a writer: its values, dtype and offset in the response
+
+    def main_output(self, scored: np.ndarray | Sequence[np.ndarray]) -> np.ndarray | None:
+        """The main output drift counts, from the results (`scored`), or from the response the writer wrote; None: not asked for."""
+        if self.output_at < 0:
+            return None
+        if self.output_bytes is None:
+            return scored[self.output_at]
+        count, dtype, offset = self.output_bytes
+        return np.ndarray((count,), dtype, scored, offset)  # type: ignore[arg-type]
 
     def view(self, data: bytes) -> np.ndarray:
         """The request's tensor: a read-only view of its bytes."""
@@ -117,13 +128,30 @@ class RequestPlans:
         envelope, content_heads = layout if layout is not None else (None, ())
         writer, response_size = planned_writer(model, names, results, layout) or (None, 0)
         prefix = data[: len(data) - len(tensor_bytes)]
-        plan = RequestPlan(prefix, snapshot, model, stats, X.shape, X.dtype, tuple(names), envelope, content_heads, writer, response_size, model.drift)
+        output_at = -1 if model.drift is None else model.drift.output_index(names)
+        output_bytes = None if writer is None or output_at < 0 or layout is None else _bytes_of(layout, results, output_at)
+        plan = RequestPlan(
+            prefix, snapshot, model, stats, X.shape, X.dtype, tuple(names), envelope, content_heads, writer, response_size, model.drift,
+            -1 if writer is not None and output_bytes is None else output_at, output_bytes,
+        )
         if self._count >= self.MAX_PLANS:
             self._by_size, self._count = {}, 0
         same_size = self._by_size.get(len(data), ())
         kept = tuple(p for p in same_size if p.snapshot is snapshot and p.prefix != plan.prefix)  # stale ones go
         self._by_size[len(data)] = (*kept, plan)
         self._count += 1 + len(kept) - len(same_size)
+
+
+def _bytes_of(layout: tuple[bytes, tuple[bytes, ...]], results: Sequence[np.ndarray], index: int) -> tuple[int, np.dtype, int]:  # type: ignore[type-arg]
+    """results[index]'s values, dtype and offset in a response of this fixed layout (as planned_writer lays it out)."""
+    envelope, content_heads = layout
+    at = len(envelope)
+    for i, (head, array) in enumerate(zip(content_heads, results)):
+        at += len(head)
+        if i == index:
+            return array.size, array.dtype, at
+        at += array.nbytes
+    raise IndexError(index)
 
 
 def planned_writer(

@@ -22,8 +22,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from tensorwire.server.modeling.pipelines import PREPROCESSORS, TRANSFORMS, Affine, Preprocessing
-from tensorwire.server.modeling.reference_profile import profile_rows
-from tensorwire.server.modeling.registry import EXPORTERS, EXPORTERS_BY_NAME, FILE_FORMATS, Exported, describe, exporter_of, load_families
+from tensorwire.server.modeling.reference_profile import OutputProfile, main_output, profile_output, profile_rows
+from tensorwire.server.modeling.registry import EXPORTERS, EXPORTERS_BY_NAME, FILE_FORMATS, Exported, build_scorer, describe, exporter_of, load_families
 from tensorwire.server.repository.model_format import INPUT_NAME, Manifest, TensorSpec, array_spec, save_model
 
 INPUT_DATATYPES = {"float32": "FP32", "float64": "FP64"}
@@ -42,7 +42,8 @@ def export(estimator: Any, version_dir: os.PathLike[str] | str, *, dtype: Any = 
 
     `background`: the training data (array-like or DataFrame, rows x features: the raw input columns, before any
     pipeline step). A linear model explains each prediction against its mean (the `contributions` output), and every
-    model stores its reference profile (server/modeling/reference_profile.py), which the server measures input drift against.
+    model stores its reference profile (server/modeling/reference_profile.py): the inputs' bins, and its main output's classes
+    or score bins as its own scorer gives them on these rows, which the server measures input and output drift against.
     """
     datatype = _input_datatype(dtype)
     rows = None if background is None else training_rows(background, estimator)
@@ -53,18 +54,40 @@ def export(estimator: Any, version_dir: os.PathLike[str] | str, *, dtype: Any = 
             f"the model reads {exported.n_features} input features"
         )
     if rows is not None:
-        exported = _with_reference_profile(exported, rows, getattr(estimator, "feature_names_in_", None), datatype)
+        exported = _with_reference_profile(exported, described, rows, getattr(estimator, "feature_names_in_", None), datatype)
     return _save(exported, described, datatype, version_dir)
 
 
-def _with_reference_profile(exported: Exported, rows: np.ndarray, feature_names: Any, datatype: str) -> Exported:
-    """The exported model with the reference profile of its training rows added (arrays no scorer reads)."""
+SCORE_ROWS = 4096  # reference rows scored at once for the output's profile
+
+
+def _with_reference_profile(exported: Exported, described: str, rows: np.ndarray, feature_names: Any, datatype: str) -> Exported:
+    """The exported model with the reference profile of its training rows, and of its main output on them, added
+    (arrays no scorer reads)."""
     profile = profile_rows(rows, None if feature_names is None else [str(n) for n in feature_names], datatype)
+    profile = dataclasses.replace(profile, output=_output_profile(exported, described, rows, datatype))
     arrays, params = profile.arrays(), profile.params()
     clash = sorted(set(arrays) & set(exported.arrays)) + sorted(set(params) & set(exported.params))
     if clash:
         raise RuntimeError(f"the exporter of kind '{exported.kind}' wrote {clash}, which the reference profile uses")
     return dataclasses.replace(exported, arrays={**exported.arrays, **arrays}, params={**exported.params, **params})
+
+
+def _output_profile(exported: Exported, described: str, rows: np.ndarray, datatype: str) -> OutputProfile | None:
+    """The main output's reference distribution: the model's own scorer, as the server runs it, on the reference rows
+    it accepts (whatever the estimator: a Booster, a DBSCAN, an XGBoost file). None where the main output has several
+    columns (reference_profile.main_output) or more classes than are profiled."""
+    main = main_output(exported.outputs)
+    if main is None:
+        return None
+    X = np.ascontiguousarray(rows, dtype=np.float32 if datatype == "FP32" else np.float64)
+    accepted = np.isfinite(X) | (np.isnan(X) & bool(exported.params.get("accepts_nan")))
+    X = np.ascontiguousarray(X[accepted.all(axis=1)])
+    if not len(X):
+        return None
+    scorer = build_scorer(_manifest(exported, described, datatype), exported.arrays)
+    values = np.concatenate([scorer.score(X[start : start + SCORE_ROWS], [main.name])[0] for start in range(0, len(X), SCORE_ROWS)])
+    return profile_output(values, main.name, main.datatype, exported.params.get("classes"))
 
 
 def training_rows(background: Any, estimator: Any) -> np.ndarray:
@@ -100,8 +123,8 @@ def training_rows(background: Any, estimator: Any) -> np.ndarray:
     return rows
 
 
-def _save(exported: Exported, described: str, datatype: str, version_dir: os.PathLike[str] | str) -> pathlib.Path:
-    manifest = Manifest(
+def _manifest(exported: Exported, described: str, datatype: str) -> Manifest:
+    return Manifest(
         kind=exported.kind,
         estimator=described,
         inputs=[TensorSpec(INPUT_NAME, datatype, [-1, exported.n_features])],
@@ -109,7 +132,10 @@ def _save(exported: Exported, described: str, datatype: str, version_dir: os.Pat
         arrays={name: array_spec(a) for name, a in exported.arrays.items()},
         params=exported.params,
     )
-    return save_model(version_dir, manifest, exported.arrays)
+
+
+def _save(exported: Exported, described: str, datatype: str, version_dir: os.PathLike[str] | str) -> pathlib.Path:
+    return save_model(version_dir, _manifest(exported, described, datatype), exported.arrays)
 
 
 def export_nested(
@@ -147,10 +173,14 @@ def export_file(
     source: str | None = None,
     trust_pickle: bool = False,
     dtype: Any = "float32",
+    background: Any = None,
+    feature_names: list[str] | None = None,
 ) -> pathlib.Path:
     """Export a model file: an XGBoost JSON/UBJ or LightGBM text model read as data, or (with trust_pickle) a joblib/pickle file.
 
     `source` names the kind ("xgboost", "lightgbm", "joblib"); without it the kind is recognised from the file's content.
+    `background`: the training rows, as `export`'s; `feature_names` name their columns in the drift metrics of an
+    XGBoost or LightGBM model (a joblib estimator's own `feature_names_in_` name them, as `export` does).
     """
     datatype = _input_datatype(dtype)
     load_families()
@@ -159,11 +189,18 @@ def export_file(
             head = fh.read(HEAD_BYTES)
         source = next((f.name for f in FILE_FORMATS.values() if f.recognises(head)), "joblib")
     if source == "joblib":
-        return export_pickle_file(model_path, version_dir, trust_pickle=trust_pickle, dtype=dtype)
+        return export_pickle_file(model_path, version_dir, trust_pickle=trust_pickle, dtype=dtype, background=background)
     file_format = FILE_FORMATS.get(source)
     if file_format is None:
         raise ValueError(f"unknown model file kind '{source}' (known: {', '.join(sorted(FILE_FORMATS) + ['joblib'])})")
     exported, described = file_format.export(str(model_path), datatype)
+    if background is not None:
+        rows = training_rows(background, None)
+        if rows.shape[1] != exported.n_features:
+            raise ValueError(f"background has {rows.shape[1]} columns, the model in {model_path} reads {exported.n_features} input features")
+        if feature_names is not None and len(feature_names) != rows.shape[1]:
+            raise ValueError(f"{len(feature_names)} feature names for {rows.shape[1]} background columns")
+        exported = _with_reference_profile(exported, described, rows, feature_names, datatype)
     return _save(exported, described, datatype, version_dir)
 
 

@@ -79,7 +79,9 @@ def drift_families(snapshots: list[Snapshot]) -> Iterator[Metric]:
     """Input drift per model version, the workers' live counts summed (server/inference/drift.py).
 
     Series per model version: 1 + 3 per feature (PSI, missing, below and above the reference range), and, for
-    `tensorwire drift`, the share of rows in each bin, reference and live: at most 2 x 11 more per feature.
+    `tensorwire drift`, the share of rows in each bin, reference and live: at most 2 x 11 more per feature. Where the
+    profile has the main output: its PSI, its rows in the window, and the share of each class or score bin, reference
+    and live (bin "other" or "missing" only where live rows fell there).
     """
     labels = ["model", "version"]
     psi = GaugeMetricFamily("tensorwire_feature_psi", "Population stability index of each input feature over the drift window, live vs reference", labels=[*labels, "feature"])
@@ -94,8 +96,18 @@ def drift_families(snapshots: list[Snapshot]) -> Iterator[Metric]:
         "Share of rows in each reference bin of an input feature (bin 0..n-1 or missing; population: reference or live window)",
         labels=[*labels, "feature", "bin", "population"],
     )
+    output_psi = GaugeMetricFamily("tensorwire_output_psi", "Population stability index of the main output over the drift window, live vs reference", labels=labels)
+    output_window = GaugeMetricFamily("tensorwire_output_window_rows", "Rows whose main output is in the drift window, summed over workers", labels=labels)
+    output_fractions = GaugeMetricFamily(
+        "tensorwire_output_bin_fraction",
+        "Share of rows in each class (or score bin) of the main output (population: reference or live window)",
+        labels=[*labels, "output", "bin", "population"],
+    )
     for (model, version), live in _summed_drift(snapshots).items():
         key = [model, version]
+        output = live.get("output")
+        if output is not None:
+            _add_output(key, output, output_psi, output_window, output_fractions)
         window.add_metric(key, live["window_rows"])
         rows.add_metric(key, live["rows"])
         reference, counts, totals = (np.asarray(live[name], dtype=np.float64) for name in ("reference", "window", "totals"))
@@ -112,7 +124,23 @@ def drift_families(snapshots: list[Snapshot]) -> Iterator[Metric]:
                     fractions.add_metric([*key, feature, name, "live"], shares[j, b])
             if live["window_rows"]:
                 psi.add_metric([*key, feature], population_stability_index(reference[j, bins], shares[j, bins]))
-    yield from (psi, window, rows, missing, out_of_range, fractions)
+    yield from (psi, window, rows, missing, out_of_range, fractions, output_psi, output_window, output_fractions)
+
+
+def _add_output(key: list[str], output: dict[str, Any], psi: GaugeMetricFamily, window: GaugeMetricFamily, fractions: GaugeMetricFamily) -> None:
+    """The main output's series: its PSI once rows are counted, and its bin shares (the last bin, other labels or
+    missing scores, only where rows fell there)."""
+    reference, counts, rows = np.asarray(output["reference"]), np.asarray(output["window"], dtype=np.float64), output["window_rows"]
+    window.add_metric(key, rows)
+    shares = counts / max(1, rows)
+    for b, name in enumerate(output["bins"]):
+        if b == len(output["bins"]) - 1 and not (reference[b] or counts[b]):
+            continue
+        fractions.add_metric([*key, output["name"], name, "reference"], reference[b])
+        if rows:
+            fractions.add_metric([*key, output["name"], name, "live"], shares[b])
+    if rows:
+        psi.add_metric(key, population_stability_index(reference, shares))
 
 
 def _summed_drift(snapshots: list[Snapshot]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -123,14 +151,29 @@ def _summed_drift(snapshots: list[Snapshot]) -> dict[tuple[str, str], dict[str, 
         for part in snapshot.get("drift", []):
             key = (part["model"], part["version"])
             total = summed.get(key)
+            output = part.get("output")
             if total is None:
-                summed[key] = {**part, "window": np.asarray(part["window"], dtype=np.int64), "totals": np.asarray(part["totals"], dtype=np.int64)}
-            elif (total["features"], total["n_bins"], total["reference"]) == (part["features"], part["n_bins"], part["reference"]):
+                summed[key] = {
+                    **part, "window": np.asarray(part["window"], dtype=np.int64), "totals": np.asarray(part["totals"], dtype=np.int64),
+                    "output": None if output is None else {**output, "window": np.asarray(output["window"], dtype=np.int64)},
+                }
+            elif (total["features"], total["n_bins"], total["reference"], _output_bins(total["output"])) == (
+                part["features"], part["n_bins"], part["reference"], _output_bins(output)
+            ):
                 total["window"] = total["window"] + np.asarray(part["window"], dtype=np.int64)
                 total["totals"] = total["totals"] + np.asarray(part["totals"], dtype=np.int64)
                 total["window_rows"] += part["window_rows"]
                 total["rows"] += part["rows"]
+                if output is not None:
+                    total["output"]["window"] = total["output"]["window"] + np.asarray(output["window"], dtype=np.int64)
+                    total["output"]["window_rows"] += output["window_rows"]
+                    total["output"]["rows"] += output["rows"]
     return summed
+
+
+def _output_bins(output: dict[str, Any] | None) -> Any:
+    """What two workers' output counts must share to be summed: the output, its bins and their reference shares."""
+    return None if output is None else (output["name"], output["bins"], output["reference"])
 
 
 def _add_histogram(merged: list[Any], part: dict[str, Any]) -> None:

@@ -93,6 +93,13 @@ def _add_export(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     export.add_argument("--trust-pickle", action="store_true", help="confirm that you trust a joblib/pickle file: unpickling runs the code it contains")
     export.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="the input and output precision of the model")
     export.add_argument("--force", action="store_true", help="replace the model in version_dir if there is one (refused by default)")
+    export.add_argument(
+        "--background", default=None, metavar="PATH",
+        help="training rows (rows x features, the model's input columns in its order) as a .npy file or a .csv file of numbers "
+        "(an empty cell or NaN is a missing value; a first row that is not all numbers is a header, whose names name the features "
+        "of an XGBoost or LightGBM model in the drift metrics): the model then stores the reference profile the server measures "
+        "input and output drift against (see `tensorwire drift`)",
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -175,12 +182,45 @@ def _export(args: argparse.Namespace) -> int:
         print(f"tensorwire export: {version_dir} is not empty; a served version is replaced only with --force (or use a new version number)", file=sys.stderr)
         return 1
     try:
-        path = export_file(args.model_file, args.version_dir, source=args.source, trust_pickle=args.trust_pickle, dtype=args.dtype)
+        background, names = (None, None) if args.background is None else read_background(args.background)
+        path = export_file(
+            args.model_file, args.version_dir, source=args.source, trust_pickle=args.trust_pickle, dtype=args.dtype, background=background, feature_names=names
+        )
     except (ValueError, TypeError, OSError) as exc:
         print(f"tensorwire export: {exc}", file=sys.stderr)
         return 1
     print(path)
     return 0
+
+
+def read_background(path: str) -> tuple[Any, list[str] | None]:
+    """(rows, header names or None) of a .npy or .csv file of training rows, for `export --background`."""
+    import csv
+
+    import numpy as np
+
+    if path.endswith(".npy"):
+        return np.load(path, allow_pickle=False), None
+    if not path.endswith(".csv"):
+        raise ValueError(f"--background must be a .npy or .csv file, not {path!r}")
+    with open(path, newline="") as fh:
+        lines = [line for line in csv.reader(fh) if line]
+    names = None
+    if lines and not all(_is_number(cell) for cell in lines[0]):
+        names, lines = [cell.strip() for cell in lines[0]], lines[1:]
+    try:
+        rows = np.array([[float(cell) if cell.strip() else np.nan for cell in line] for line in lines], dtype=np.float64)
+    except ValueError as exc:
+        raise ValueError(f"{path}: every row after the header must hold numbers ({exc})") from None
+    return rows, names
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return not cell.strip()  # an empty cell is a missing value
+    return True
 
 
 def _add_warm(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -223,8 +263,9 @@ def _warm(args: argparse.Namespace) -> int:
 def _add_drift(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     drift = commands.add_parser(
         "drift",
-        help="show a served model's input drift: features ranked by PSI, with their reference and live bin shares",
-        description="Reads the server's Prometheus metrics (tensorwire_feature_psi, tensorwire_feature_bin_fraction). A model has "
+        help="show a served model's drift: features ranked by PSI, and its main output, with their reference and live bin shares",
+        description="Reads the server's Prometheus metrics (tensorwire_feature_psi, tensorwire_feature_bin_fraction, tensorwire_output_psi, "
+        "tensorwire_output_bin_fraction). A model has "
         "them when it was exported with background=X_train and its config.json does not say {\"drift\": {\"enabled\": false}}. "
         "PSI under 0.1: stable; 0.1 to 0.25: moving; over 0.25: shifted.",
     )
@@ -232,6 +273,7 @@ def _add_drift(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     drift.add_argument("--model", required=True, help="the model's name")
     drift.add_argument("--version", default=None, help="only this version (default: every version with drift metrics)")
     drift.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    drift.add_argument("--plot", default=None, metavar="PNG", help="also draw each feature's reference and live bin shares, ranked by PSI, and the output's, to this PNG file (needs matplotlib)")
 
 
 DRIFT_BAR_WIDTH = 20
@@ -244,6 +286,13 @@ def _drift(args: argparse.Namespace) -> int:
     import urllib.parse
     import urllib.request
 
+    if args.plot:
+        try:
+            import matplotlib
+        except ImportError:
+            print("tensorwire drift: --plot needs matplotlib, which is not installed (pip install matplotlib)", file=sys.stderr)
+            return 2
+        matplotlib.use("Agg")  # a file, never a window
     url = args.url if "://" in args.url else f"http://{args.url}"
     if urllib.parse.urlsplit(url).path in ("", "/"):
         url = url.rstrip("/") + "/metrics"
@@ -254,6 +303,8 @@ def _drift(args: argparse.Namespace) -> int:
         print(f"tensorwire drift: cannot read metrics from {url}: {exc}", file=sys.stderr)
         return 2
     reports = _drift_reports(text, args.model, args.version)
+    if reports and args.plot:
+        _plot_drift(reports, args.plot)
     if not reports:
         print(
             f"tensorwire drift: {url} has no drift metrics for model '{args.model}'"
@@ -275,12 +326,55 @@ def _drift(args: argparse.Namespace) -> int:
             print(f"  {feature['feature']:<{width}}  PSI {shown} {_bar(psi or 0.0, DRIFT_PSI_FULL_BAR)} {verdict}"
                   f"  (missing {feature['missing']:g}, below range {feature['below']:g}, above range {feature['above']:g})")
             shown_bins = [row for row in feature["bins"] if row["bin"] != "missing" or row["reference"] or row["live"]]
-            tallest = max([0.01, *(max(row["reference"], row["live"] or 0.0) for row in shown_bins)])  # bars are to scale within a feature
-            for row in shown_bins:
-                live = row["live"]
-                print(f"    bin {row['bin']:>7}  reference {row['reference']:6.1%} {_bar(row['reference'], tallest)}  "
-                      f"live {'   -  ' if live is None else f'{live:6.1%}'} {_bar(live or 0.0, tallest)}")
+            _print_bins(shown_bins)
+        output = report["output"]
+        if output is not None:
+            psi = output["psi"]
+            verdict = "no rows yet" if psi is None else "shifted" if psi > 0.25 else "moving" if psi > 0.1 else "stable"
+            shown = "  -  " if psi is None else f"{psi:5.3f}"
+            print(f"  output '{output['name']}'  PSI {shown} {_bar(psi or 0.0, DRIFT_PSI_FULL_BAR)} {verdict}  ({output['window_rows']:,} rows in the window)")
+            _print_bins(output["bins"])
+    if args.plot:
+        print(f"plot written to {args.plot}")
     return 0
+
+
+def _print_bins(bins: list[dict[str, Any]]) -> None:
+    tallest = max([0.01, *(max(row["reference"], row["live"] or 0.0) for row in bins)])  # bars are to scale within a feature
+    for row in bins:
+        live = row["live"]
+        print(f"    bin {row['bin']:>7}  reference {row['reference']:6.1%} {_bar(row['reference'], tallest)}  "
+              f"live {'   -  ' if live is None else f'{live:6.1%}'} {_bar(live or 0.0, tallest)}")
+
+
+def _plot_drift(reports: list[dict[str, Any]], path: str) -> None:
+    """One bar chart per feature (reference vs live bin shares, ranked by PSI), then the output's, per version."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    panels = [
+        (f"v{r['version']} {f['feature']}", f["psi"], f["bins"])
+        for r in reports
+        for f in [*r["features"], *([{"feature": f"output '{r['output']['name']}'", **r["output"]}] if r["output"] else [])]
+    ]
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.2 * rows), squeeze=False)
+    for ax, (title, psi, all_bins) in zip(axes.flat, panels):
+        bins = [b for b in all_bins if b["bin"] != "missing" or b["reference"] or b["live"]]
+        at = np.arange(len(bins))
+        ax.bar(at - 0.2, [b["reference"] for b in bins], width=0.4, label="reference")
+        ax.bar(at + 0.2, [b["live"] or 0.0 for b in bins], width=0.4, label="live")
+        ax.set_xticks(at, [b["bin"] for b in bins], fontsize=7, rotation=45 if len(bins) > 6 else 0)
+        ax.set_title(f"{title}: PSI {'-' if psi is None else f'{psi:.3f}'}", fontsize=9)
+        ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7)
+    figure.suptitle(f"model '{reports[0]['model']}': reference vs live bin shares", fontsize=11)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def _bar(value: float, full: float) -> str:
@@ -294,6 +388,7 @@ def _drift_reports(text: str, model: str, version: str | None) -> list[dict[str,
 
     versions: dict[str, dict[str, Any]] = {}
     features: dict[tuple[str, str], dict[str, Any]] = {}
+    outputs: dict[str, dict[str, Any]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = sample.labels
@@ -301,6 +396,16 @@ def _drift_reports(text: str, model: str, version: str | None) -> list[dict[str,
                 continue
             if sample.name == "tensorwire_drift_window_rows":
                 versions.setdefault(labels["version"], {})["window_rows"] = int(sample.value)
+                continue
+            if sample.name.startswith("tensorwire_output_"):
+                output = outputs.setdefault(labels["version"], {"name": "", "psi": None, "window_rows": 0, "bins": {}})
+                if sample.name == "tensorwire_output_psi":
+                    output["psi"] = sample.value
+                elif sample.name == "tensorwire_output_window_rows":
+                    output["window_rows"] = int(sample.value)
+                elif sample.name == "tensorwire_output_bin_fraction":
+                    output["name"] = labels["output"]
+                    output["bins"].setdefault(labels["bin"], {"bin": labels["bin"], "reference": 0.0, "live": None})[labels["population"]] = sample.value
                 continue
             if "feature" not in labels or not sample.name.startswith("tensorwire_feature_"):
                 continue
@@ -317,7 +422,9 @@ def _drift_reports(text: str, model: str, version: str | None) -> list[dict[str,
     for found_version in sorted(versions, key=lambda v: (len(v), v)):
         rows = [{**f, "bins": list(f["bins"].values())} for (v, _), f in features.items() if v == found_version]
         rows.sort(key=lambda f: 1.0 if f["psi"] is None else -float(f["psi"]))
-        reports.append({"model": model, "version": found_version, "window_rows": versions[found_version].get("window_rows", 0), "features": rows})
+        found = outputs.get(found_version)
+        shown_output = None if found is None else {**found, "bins": list(found["bins"].values())}
+        reports.append({"model": model, "version": found_version, "window_rows": versions[found_version].get("window_rows", 0), "features": rows, "output": shown_output})
     return reports
 
 
