@@ -28,20 +28,21 @@ def build(root: pathlib.Path) -> None:
     iris = load_iris()
     flower_names = np.asarray(iris.target_names)[iris.target]  # string labels come back as BYTES
     iris_model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(iris.data, flower_names)
-    tensorwire.export(iris_model, root / "iris" / "1", dtype="float32")
+    # each model keeps its training rows' profile (background=): drift metrics for every example, and the
+    # mean a linear model's contributions need where no scaler provides it
+    tensorwire.export(iris_model, root / "iris" / "1", dtype="float32", background=iris.data)
 
     diabetes = load_diabetes()
-    # the training rows as background: the model can explain each prediction (its contributions output)
     tensorwire.export(Ridge(alpha=0.5).fit(diabetes.data, diabetes.target), root / "diabetes" / "1", dtype="float64", background=diabetes.data)
 
     cancer = load_breast_cancer()
     cancer_model = make_pipeline(StandardScaler(), LinearSVC(C=0.5, random_state=0)).fit(cancer.data, cancer.target)
-    tensorwire.export(cancer_model, root / "breast_cancer" / "1", dtype="float32")
+    tensorwire.export(cancer_model, root / "breast_cancer" / "1", dtype="float32", background=cancer.data)
 
     wine = load_wine()
     cultivars = np.asarray(wine.target_names)[wine.target]
     wine_model = HistGradientBoostingClassifier(max_iter=50, max_leaf_nodes=15, random_state=0).fit(wine.data, cultivars)
-    tensorwire.export(wine_model, root / "wine" / "1", dtype="float32")
+    tensorwire.export(wine_model, root / "wine" / "1", dtype="float32", background=wine.data)
 
 
 if __name__ == "__main__":
