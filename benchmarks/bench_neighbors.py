@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
+from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 from threadpoolctl import threadpool_limits
 
 from tensorwire.kernels import neighbors
@@ -81,18 +82,20 @@ def ort_session(model: Any, X: np.ndarray, options: dict[int, Any] | None = None
 
 
 def tensorwire_kernels(train: np.ndarray) -> tuple[Callable[[np.ndarray], Any], Callable[[np.ndarray], Any]]:
-    """(exact, blocked) kneighbors over `train`, each allocating its outputs as the scorer does."""
+    """(exact, blocked) kneighbors over `train`, each allocating its outputs and merging per-range heaps as the scorer does
+    (ties in the order of this machine's scikit-learn: its OpenMP threads, as the exporter records them)."""
     n = train.shape[1]
     identity = (np.zeros(n), np.ones(n), np.zeros(n))
     norms = train_squared_norms(train)
+    threads = _openmp_effective_n_threads()
 
     def exact(Q: np.ndarray) -> None:
         d, i = np.empty((Q.shape[0], K)), np.empty((Q.shape[0], K), dtype=np.int64)
-        neighbors.kneighbors(Q, *identity, train, 0, 2.0, d, i)
+        neighbors.argkmin(Q, *identity, train, 0, 2.0, neighbors.argkmin_ranges(Q.shape[0], train.shape[0], threads), d, i)
 
     def blocked(Q: np.ndarray) -> None:
         d, i = np.empty((Q.shape[0], K)), np.empty((Q.shape[0], K), dtype=np.int64)
-        kneighbors_blocked(Q, *identity, train, norms, d, i)
+        kneighbors_blocked(Q, *identity, train, norms, d, i, ranges=neighbors.argkmin_ranges(Q.shape[0], train.shape[0], threads))
 
     return exact, blocked
 

@@ -13,7 +13,9 @@ training rows in index order, as the exact kernel does; a row whose guaranteed l
 on its exact reduced distance r (the float the exact kernel computes) is already >= the heap's root is
 skipped: the heap would have refused it unchanged (it refuses val >= root, and its root only falls).
 Every other row gets its exact, difference-based distance and the heap push, so the heap goes through
-the same states as in the exact kernel, and ends identical.
+the same states as in the exact kernel, and ends identical. Where scikit-learn's ArgKmin merges one heap
+per range of training rows (`neighbors.argkmin_ranges`), each range is screened into its own heap the same
+way and merged as the exact kernel merges it.
 
 Why L <= r (u = unit roundoff of float64, u_p of the product's precision, γ_m = m·u/(1 - m·u), n features):
 1. the exact kernel sums n squares of rounded differences, all >= 0, left to right in float64:
@@ -39,7 +41,7 @@ from numba import prange
 
 from tensorwire.kernels.config import kernel, parallel_kernel
 from tensorwire.kernels.decomposition import affine_rows, is_identity
-from tensorwire.kernels.neighbors import heap_push, insertion_sort
+from tensorwire.kernels.neighbors import DBL_MAX, heap_push, merge_heap, simultaneous_sort
 
 QUERY_BLOCK = 128  # query rows per product: G is QUERY_BLOCK x TRAIN_BLOCK, kept in L2 while it is screened
 TRAIN_BLOCK = 1024  # training rows per product
@@ -147,8 +149,8 @@ def prepare_query_block(
             w = np.float64(xg[q, j])
             exact_sq += v * v
             rounded_sq += w * w
-        best_d[q, :] = np.inf
-        best_i[q, :] = -1
+        best_d[q, :] = DBL_MAX
+        best_i[q, :] = 0
         if not rounded_sq <= limit:  # too large (or NaN): every training row is compared exactly
             base[q] = -np.inf
             slope[q] = 1.0
@@ -165,16 +167,29 @@ def prepare_query_block(
 def finish_rows(best_d: np.ndarray, best_i: np.ndarray, m: int, q0: int, distances: np.ndarray, indices: np.ndarray) -> None:
     """Sort each heap as scikit-learn does and write rows q0..q0+m: distances (square roots) and indices."""
     for q in range(m):
-        insertion_sort(best_d[q], best_i[q])
+        simultaneous_sort(best_d[q], best_i[q])
         for c in range(best_d.shape[1]):
             distances[q0 + q, c] = np.sqrt(best_d[q, c])
             indices[q0 + q, c] = best_i[q, c]
 
 
 @kernel
+def _screen_range(
+    xb: np.ndarray, xg: np.ndarray, m: int, train: np.ndarray, norms: np.ndarray, a: int, b: int, block: int,
+    g_buffer: np.ndarray, base: np.ndarray, slope: np.ndarray, heap_d: np.ndarray, heap_i: np.ndarray,
+) -> None:
+    """Push training rows a..b into the heaps of the m prepared query rows, one BLAS product per block of `block` rows."""
+    for t0 in range(a, b, block):
+        width = min(block, b - t0)
+        g = g_buffer[: m * width].reshape(m, width)
+        np.dot(xg[:m], train[t0 : t0 + width].T, g)
+        screen_block(g, xb, train, norms, t0, base, slope, heap_d, heap_i)
+
+
+@kernel
 def _blocked_rows(
     X: np.ndarray, r0: int, r1: int, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
-    train: np.ndarray, norms: np.ndarray, distances: np.ndarray, indices: np.ndarray,
+    train: np.ndarray, norms: np.ndarray, ranges: np.ndarray, distances: np.ndarray, indices: np.ndarray,
 ) -> None:
     """distances/indices[r] for r0 <= r < r1 (see `kneighbors_blocked`)."""
     n = X.shape[1]
@@ -189,40 +204,45 @@ def _blocked_rows(
     g_buffer = np.empty(rows * block, dtype=train.dtype)
     base, slope = np.empty(rows), np.empty(rows)
     best_d, best_i = np.empty((rows, k)), np.empty((rows, k), dtype=np.int64)
+    part_d, part_i = np.empty((rows, k)), np.empty((rows, k), dtype=np.int64)
     for q0 in range(r0, r1, rows):
         m = min(rows, r1 - q0)
         prepare_query_block(X, q0, m, shift, scale, offset, identity, xb, xg, base, slope, best_d, best_i)
-        for t0 in range(0, n_train, block):
-            width = min(block, n_train - t0)
-            g = g_buffer[: m * width].reshape(m, width)
-            np.dot(xg[:m], train[t0 : t0 + width].T, g)
-            screen_block(g, xb, train, norms, t0, base, slope, best_d, best_i)
+        if ranges.shape[0] == 0:
+            _screen_range(xb, xg, m, train, norms, 0, n_train, block, g_buffer, base, slope, best_d, best_i)
+        else:
+            for t in range(ranges.shape[0] - 1):
+                part_d[:m] = DBL_MAX
+                part_i[:m] = -1
+                _screen_range(xb, xg, m, train, norms, ranges[t], ranges[t + 1], block, g_buffer, base, slope, part_d, part_i)
+                for q in range(m):
+                    merge_heap(best_d[q], best_i[q], part_d[q], part_i[q])
         finish_rows(best_d, best_i, m, q0, distances, indices)
 
 
 @parallel_kernel
 def _blocked_tiles(
     X: np.ndarray, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
-    train: np.ndarray, norms: np.ndarray, distances: np.ndarray, indices: np.ndarray,
+    train: np.ndarray, norms: np.ndarray, ranges: np.ndarray, distances: np.ndarray, indices: np.ndarray,
 ) -> None:
     """`_blocked_rows` over tiles of PARALLEL_TILE_ROWS query rows spread over numba's threads."""
     n = X.shape[0]
     for t in prange((n + PARALLEL_TILE_ROWS - 1) // PARALLEL_TILE_ROWS):
         r0 = t * PARALLEL_TILE_ROWS
-        _blocked_rows(X, r0, min(n, r0 + PARALLEL_TILE_ROWS), shift, scale, offset, train, norms, distances, indices)
+        _blocked_rows(X, r0, min(n, r0 + PARALLEL_TILE_ROWS), shift, scale, offset, train, norms, ranges, distances, indices)
 
 
 def kneighbors_blocked(
     X: np.ndarray, shift: np.ndarray, scale: np.ndarray, offset: np.ndarray,
     train: np.ndarray, train_sq_norms: np.ndarray, distances: np.ndarray, indices: np.ndarray,
-    parallel: bool = False,
+    parallel: bool = False, ranges: np.ndarray | None = None,
 ) -> None:
     """The k = indices.shape[1] nearest training rows (euclidean) of every row of (X - shift) * scale + offset.
 
     train: [n_train, n] float64 or float32, C-contiguous (its precision is the product's precision);
     train_sq_norms: train_squared_norms(train), computed once per model; distances [rows, k] float64 and
-    indices [rows, k] int64 are written as `neighbors.kneighbors(X, shift, scale, offset, train, 0, 2.0, ...)`
-    writes them. parallel: query tiles over numba's threads (BLAS should then run 1 thread per caller thread).
+    indices [rows, k] int64 are written as `neighbors.argkmin(X, shift, scale, offset, train, 0, 2.0, ranges, ...)`
+    writes them (ranges: `neighbors.argkmin_ranges`; None: one heap per row, as `neighbors.kneighbors`). parallel: query tiles over numba's threads (BLAS should then run 1 thread per caller thread).
     One numba call, which releases the GIL; the products run in the BLAS numba binds (SciPy's OpenBLAS).
     """
     n_query, n = X.shape
@@ -232,7 +252,8 @@ def kneighbors_blocked(
                          f"not {train.dtype} {train.shape} and {train_sq_norms.shape}")
     if n_query == 0 or n_train == 0:
         return
+    bounds = np.empty(0, dtype=np.int64) if ranges is None else ranges
     if parallel:
-        _blocked_tiles(X, shift, scale, offset, train, train_sq_norms, distances, indices)
+        _blocked_tiles(X, shift, scale, offset, train, train_sq_norms, bounds, distances, indices)
     else:
-        _blocked_rows(X, 0, n_query, shift, scale, offset, train, train_sq_norms, distances, indices)
+        _blocked_rows(X, 0, n_query, shift, scale, offset, train, train_sq_norms, bounds, distances, indices)

@@ -1,9 +1,10 @@
 """Nearest neighbours (KNeighbors*, NearestNeighbors, RadiusNeighbors*) against scikit-learn, in process.
 
 Exported, loaded and scored as the server does; indices must be identical (the data
-here avoid near-ties except exact duplicates, whose order is scikit-learn's: lower
-training index first for the ArgKmin metrics, numpy's argpartition-then-argsort order
-for cosine), distances and probabilities within DESIGN.md's 1e-9 / 1e-12.
+here avoid near-ties except exact duplicates, whose order is scikit-learn's: its ArgKmin's
+heaps, merged per thread for small batches, and its introsort for the ArgKmin metrics,
+numpy's argpartition-then-argsort order for cosine), distances and probabilities within
+DESIGN.md's 1e-9 / 1e-12.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from sklearn.decomposition import PCA
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor, NearestNeighbors, RadiusNeighborsClassifier, RadiusNeighborsRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, Normalizer, StandardScaler
+from sklearn.utils._sorting import _py_simultaneous_sort
+from threadpoolctl import threadpool_limits
 
-from tensorwire.kernels import config
+from tensorwire.kernels import config, neighbors
 from tensorwire.server.errors import InvalidRequestError
 from tensorwire.server.modeling.export import export
 from tensorwire.server.modeling.registry import build_scorer
@@ -93,6 +96,131 @@ def test_float32_and_pipeline(tmp_path):
     assert proba.dtype == np.float32
     np.testing.assert_allclose(proba, model.predict_proba(Q.astype(np.float64)), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(predict, model.predict(Q.astype(np.float64)))
+
+
+# --- exact ties: scikit-learn's heaps and sort, for every k ----------------------------
+
+
+def test_simultaneous_sort_is_sklearns_item_for_item():
+    """The port against scikit-learn's compiled simultaneous_sort: ties (it is not stable), sorted and reversed runs, sizes 0 to 300."""
+    rng = np.random.default_rng(0)
+    for trial in range(1500):
+        n = trial % 301
+        values = [
+            rng.integers(0, 3, n).astype(np.float64),
+            rng.normal(size=n),
+            np.sort(rng.integers(0, 5, n).astype(np.float64))[::-1].copy(),
+            np.repeat(rng.integers(0, 4, n // 8 + 1).astype(np.float64), 8)[:n].copy(),
+            np.arange(n, dtype=np.float64) % 7,
+        ][trial % 5]
+        order = rng.permutation(n).astype(np.intp)
+        ref_v, ref_i = values.copy(), order.copy()
+        if n:
+            _py_simultaneous_sort(ref_v, ref_i, n, use_three_way_partition=False)
+        got_v, got_i = values.copy(), order.astype(np.int64)
+        neighbors.simultaneous_sort(got_v, got_i)
+        np.testing.assert_array_equal(got_i, ref_i)
+        np.testing.assert_array_equal(got_v, ref_v)
+
+
+def test_simultaneous_sort_heapsort_fallback():
+    """0, 2, 3, ..., n - 1, 1 costs the median-of-three quicksort two items a level and runs it out of depth (found with
+    McIlroy's adversary against this introsort; it heapsorts the last 40 of 64): that heapsort must be scikit-learn's too."""
+    for n in (64, 100, 256):
+        sequence = np.concatenate([[0.0], np.arange(2.0, n), [1.0]])
+        for values in (sequence, sequence // 3):  # // 3: with ties
+            ref_v, ref_i = values.copy(), np.arange(n, dtype=np.intp)
+            _py_simultaneous_sort(ref_v, ref_i, n, use_three_way_partition=False)
+            got_v, got_i = values.copy(), np.arange(n, dtype=np.int64)
+            neighbors.simultaneous_sort(got_v, got_i)
+            np.testing.assert_array_equal(got_i, ref_i)
+            np.testing.assert_array_equal(got_v, ref_v)
+
+
+def _tied_data(seed: int, n_train: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training rows drawn from 40 small integer points (so every metric ties exactly, norm expansion included), labels per row."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 3, size=(40, 3)).astype(np.float64)
+    return base[rng.integers(0, 40, n_train)], rng.integers(0, 3, n_train)
+
+
+def _tied_queries(seed: int, n_query: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    Q = rng.integers(0, 3, size=(n_query, 3)).astype(np.float64)
+    Q[1::2] += 0.5  # between the points: more distances tie
+    return Q
+
+
+@pytest.mark.parametrize("metric,p", METRICS)
+@pytest.mark.parametrize("k", [16, 20, 31, 64])
+def test_duplicates_tie_order_for_large_k(tmp_path, metric, p, k):
+    """Indices identical to scikit-learn's kneighbors with ties throughout the k: batches it merges per-thread heaps for
+    (1, 7 rows) and a batch it does not (more rows than the training set), at 1 and 2 OpenMP threads."""
+    X, _ = _tied_data(k, 700)  # 3 chunks of 256 training rows
+    for threads in (1, 2):
+        with threadpool_limits(threads, user_api="openmp"):
+            model = NearestNeighbors(n_neighbors=k, metric=metric, p=p, algorithm="brute").fit(X)
+            scorer = _scorer(model, tmp_path / str(threads))
+            for n_query in (1, 7, 900):
+                Q = _tied_queries(n_query, n_query)
+                ref_d, ref_i = model.kneighbors(Q)
+                distances, indices = scorer.score(_readonly(Q), ["distances", "indices"])
+                np.testing.assert_array_equal(indices, ref_i)
+                np.testing.assert_allclose(distances, ref_d, rtol=1e-9, atol=1e-12)
+
+
+def test_tie_order_is_neither_index_order_nor_one_heaps():
+    """Guards the tests above: scikit-learn's order differs from index order and from one heap per row sorted (the order
+    this family served before), so a kernel ignoring either rule would fail them."""
+    X, _ = _tied_data(20, 700)
+    Q = _tied_queries(7, 7)
+    with threadpool_limits(2, user_api="openmp"):
+        ref = NearestNeighbors(n_neighbors=20, algorithm="brute").fit(X).kneighbors(Q, return_distance=False)
+    one_heap_d, one_heap_i = np.empty((7, 20)), np.empty((7, 20), dtype=np.int64)
+    neighbors.kneighbors(Q, np.zeros(3), np.ones(3), np.zeros(3), X, 0, 2.0, one_heap_d, one_heap_i)
+    assert not np.array_equal(one_heap_i, ref)
+    assert any(list(row) != sorted(row) for row in ref)
+
+
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+@pytest.mark.parametrize("metric,p", METRICS)
+@pytest.mark.parametrize("k", [16, 31])
+def test_duplicates_classifier_and_regressor_for_large_k(tmp_path, weights, metric, p, k):
+    """Labels differ between copies of a point, so which copies make the k (ties at the k-th place) decides the answer."""
+    X, y = _tied_data(3 * k, 600)
+    Q = _tied_queries(k, 9)
+    clf = KNeighborsClassifier(k, weights=weights, metric=metric, p=p, algorithm="brute").fit(X, np.array(["a", "b", "c"])[y])
+    predict, proba = _scorer(clf, tmp_path / "c").score(_readonly(Q), ["predict", "predict_proba"])
+    np.testing.assert_allclose(proba, clf.predict_proba(Q), rtol=1e-9, atol=1e-12)
+    assert [v.decode() for v in predict] == list(clf.predict(Q))
+    reg = KNeighborsRegressor(k, weights=weights, metric=metric, p=p, algorithm="brute").fit(X, y * 1.5 + np.arange(X.shape[0]) * 0.01)
+    (pred,) = _scorer(reg, tmp_path / "r").score(_readonly(Q), ["predict"])
+    np.testing.assert_allclose(pred, reg.predict(Q), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("metric", [0, 1, 2, 3])
+def test_parallel_tiles_merge_ranges_as_the_serial_kernel(metric):
+    """argkmin_parallel splits the batch into row tiles; every row must still merge its ranges' heaps as argkmin does."""
+    X, _ = _tied_data(metric, 1100)
+    Q = _tied_queries(metric, 600)
+    pre = (np.zeros(3), np.ones(3), np.zeros(3))
+    ranges = neighbors.argkmin_ranges(Q.shape[0], X.shape[0], 3)
+    assert ranges.shape[0] == 4
+    got = np.empty((600, 20)), np.empty((600, 20), dtype=np.int64)
+    ref = np.empty((600, 20)), np.empty((600, 20), dtype=np.int64)
+    neighbors.argkmin_parallel(Q, *pre, X, metric, 3.0, ranges, *got)
+    neighbors.argkmin(Q, *pre, X, metric, 3.0, ranges, *ref)
+    np.testing.assert_array_equal(got[1], ref[1])
+    np.testing.assert_array_equal(got[0], ref[0])
+
+
+def test_argkmin_ranges_follow_sklearns_strategy():
+    """parallel_on_X (no ranges) once the batch outnumbers the training rows or 4 x 256 rows per thread; else libgomp's split of the chunks."""
+    assert neighbors.argkmin_ranges(1001, 1000, 4).shape == (0,)
+    assert neighbors.argkmin_ranges(2049, 10_000, 2).shape == (0,)
+    np.testing.assert_array_equal(neighbors.argkmin_ranges(2048, 10_000, 2), [0, 20 * 256, 10_000])  # 40 chunks
+    np.testing.assert_array_equal(neighbors.argkmin_ranges(1, 1300, 4), [0, 512, 1024, 1280, 1300])  # 6 chunks: 2, 2, 1, 1
+    np.testing.assert_array_equal(neighbors.argkmin_ranges(1, 100, 8), [0, 100])
 
 
 # --- cosine ---------------------------------------------------------------------------

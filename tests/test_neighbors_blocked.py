@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.neighbors import NearestNeighbors
+from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 from threadpoolctl import threadpool_limits
 
 from tensorwire.kernels import neighbors
@@ -35,25 +36,28 @@ def _affine(n: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray,
     return rng.normal(size=n), rng.uniform(0.5, 2.0, size=n), rng.normal(size=n)
 
 
-def _exact(Q, train, k, affine):
+def _exact(Q, train, k, affine, ranges=None):
     d = np.empty((Q.shape[0], k))
     i = np.empty((Q.shape[0], k), dtype=np.int64)
-    neighbors.kneighbors(_readonly(Q), *affine, _readonly(train), 0, 2.0, d, i)
+    if ranges is None:
+        neighbors.kneighbors(_readonly(Q), *affine, _readonly(train), 0, 2.0, d, i)
+    else:
+        neighbors.argkmin(_readonly(Q), *affine, _readonly(train), 0, 2.0, ranges, d, i)
     return d, i
 
 
-def _blocked(Q, train, k, affine, parallel=False):
+def _blocked(Q, train, k, affine, parallel=False, ranges=None):
     d = np.empty((Q.shape[0], k))
     i = np.empty((Q.shape[0], k), dtype=np.int64)
     train = _readonly(train)
-    kneighbors_blocked(_readonly(Q), *affine, train, train_squared_norms(train), d, i, parallel)
+    kneighbors_blocked(_readonly(Q), *affine, train, train_squared_norms(train), d, i, parallel, ranges)
     return d, i
 
 
-def _assert_identical(Q, train, k, affine=None, parallel=False):
+def _assert_identical(Q, train, k, affine=None, parallel=False, ranges=None):
     affine = affine or _affine(Q.shape[1])
-    ref_d, ref_i = _exact(Q, train, k, affine)
-    got_d, got_i = _blocked(Q, train, k, affine, parallel)
+    ref_d, ref_i = _exact(Q, train, k, affine, ranges)
+    got_d, got_i = _blocked(Q, train, k, affine, parallel, ranges)
     np.testing.assert_array_equal(got_i, ref_i)
     np.testing.assert_array_equal(got_d, ref_d)  # bit for bit: the same float64 sums decide
     return got_d, got_i
@@ -154,3 +158,36 @@ def test_duplicates_match_sklearn_brute():
     np.testing.assert_array_equal(indices, ref_i)
     np.testing.assert_allclose(distances, ref_d, rtol=1e-9, atol=1e-12)
     assert any(list(row) != sorted(row) for row in indices)  # guards the test: index order would not pass it
+
+
+@pytest.mark.parametrize("train_dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("k", [7, 16, 31, 64])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_merged_range_heaps_identical_to_exact_kernel(train_dtype, k, threads):
+    """Small batches: one heap per thread's range of training rows, merged (ArgKmin's parallel_on_Y), across training blocks."""
+    rng = np.random.default_rng(k + threads)
+    base = rng.integers(0, 3, size=(40, 3)).astype(np.float64)
+    train = np.concatenate([base] * 30 + [base[::-1]] * 5).astype(train_dtype)  # 1,400 rows: 6 chunks, 2 training blocks
+    for n_query in (1, 5, QUERY_BLOCK + 3):
+        Q = np.concatenate([base, rng.integers(0, 3, size=(QUERY_BLOCK, 3)) + 0.5])[:n_query]
+        ranges = neighbors.argkmin_ranges(n_query, train.shape[0], threads)
+        assert ranges.shape[0] == min(threads, 6) + 1
+        _assert_identical(Q, train, k, ranges=ranges)
+    _assert_identical(Q, train, k, parallel=True, ranges=ranges)
+
+
+@pytest.mark.parametrize("k", [5, 16, 20, 31])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_small_batches_match_sklearn_brute_tie_order(k, threads):
+    """Duplicates at batch 1 and 7 (scikit-learn merges per-thread heaps there): the same indices as its kneighbors."""
+    rng = np.random.default_rng(7)
+    base = rng.integers(0, 3, size=(20, 3)).astype(np.float64)
+    train = np.concatenate([base, base[::-1], base[:5]] * 24)  # 1,080 rows: 5 chunks of 256
+    nn = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(train)
+    for Q in (base[:1], np.concatenate([base[:4], rng.integers(0, 3, size=(3, 3)) + 0.5])):
+        with threadpool_limits(threads, user_api="openmp"):
+            ref_d, ref_i = nn.kneighbors(Q)
+            effective = _openmp_effective_n_threads()
+        distances, indices = _blocked(Q, train, k, _affine(3), ranges=neighbors.argkmin_ranges(Q.shape[0], train.shape[0], effective))
+        np.testing.assert_array_equal(indices, ref_i)
+        np.testing.assert_allclose(distances, ref_d, rtol=1e-9, atol=1e-12)

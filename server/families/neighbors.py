@@ -5,7 +5,9 @@ Arrays (float64; n = the kernel's input width), besides the input side's (modeli
     train [n_train, n]      the fitted training set (_fit_X), stored once
     y [n_train, n_out]      regressor targets, or class codes (column 0) for a classifier; absent for NearestNeighbors
 Params (JSON): stages, task ("classifier" | "regressor" | "neighbors"), metric, p, weights ("uniform" | "distance"),
-classes and label_datatype (classifiers); k ("neighbors"); radius and outlier_label ("radius_neighbors" classifiers:
+classes and label_datatype (classifiers); k, argkmin_threads and argkmin_chunk ("neighbors": the OpenMP threads and
+chunk rows of the exporting scikit-learn's ArgKmin, which decide the order of exact ties, see kernels/neighbors.py),
+vote_one_heap (classifiers whose predict_proba scikit-learn computes with ArgKminClassMode, always one heap per row); radius and outlier_label ("radius_neighbors" classifiers:
 the label of a row with no training row within the radius, or null: such a row is refused, as scikit-learn refuses it).
 Outputs, "neighbors": distances [-1, k] and indices INT64 [-1, k] (all tasks); predict and predict_proba (classifier);
 predict (regressor). "radius_neighbors": predict and predict_proba (classifier); predict (regressor: NaN for a row
@@ -92,6 +94,12 @@ class NeighborsScorer:
         if not isinstance(k, int) or not 1 <= k <= self.train.shape[0]:
             raise invalid(manifest, f"k {k!r} is not between 1 and the {self.train.shape[0]} stored rows")
         self.k: int = k
+        # Models exported before these were recorded tie as a one-thread scikit-learn with its default chunks.
+        self.argkmin_threads = int(params.get("argkmin_threads", 1))
+        self.argkmin_chunk = int(params.get("argkmin_chunk", neighbors.ARGKMIN_CHUNK))
+        if self.argkmin_threads < 1 or self.argkmin_chunk < 1:
+            raise invalid(manifest, f"argkmin_threads {self.argkmin_threads} and argkmin_chunk {self.argkmin_chunk} must be >= 1")
+        self.vote_one_heap = bool(params.get("vote_one_heap", False))
         label_datatype, n_classes, n_out = None, 0, 1
         if self.task != "neighbors":
             self.y = float_array(manifest, arrays, "y", (self.train.shape[0], -1))
@@ -118,20 +126,30 @@ class NeighborsScorer:
         check_request(self.manifest, self.output_names, outputs, X)
         return self._score(X, outputs, is_parallel(X))
 
-    def _score(self, X: np.ndarray, outputs: Sequence[str], parallel: bool) -> list[np.ndarray]:
-        Xk = self.inputs(X, parallel)
-        distances = np.empty((X.shape[0], self.k))
-        indices = np.empty((X.shape[0], self.k), dtype=np.int64)
+    def _kneighbors(self, Xk: np.ndarray, ranges: np.ndarray, parallel: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, indices) of the k nearest training rows of the preprocessed rows Xk, ties as ArgKmin over `ranges`."""
+        distances = np.empty((Xk.shape[0], self.k))
+        indices = np.empty((Xk.shape[0], self.k), dtype=np.int64)
         pre = (self.inputs.shift, self.inputs.scale, self.inputs.offset)
         if self.metric == neighbors.COSINE:
             neighbors.cosine_kneighbors(Xk, *pre, self.train, self.norms, distances, indices, parallel)
-        elif self.sq_norms is not None and neighbors_blocked.prefers_blocked(X.shape[0], *self.train.shape):
-            neighbors_blocked.kneighbors_blocked(Xk, *pre, self.train, self.sq_norms, distances, indices, parallel)
+        elif self.sq_norms is not None and neighbors_blocked.prefers_blocked(Xk.shape[0], *self.train.shape):
+            neighbors_blocked.kneighbors_blocked(Xk, *pre, self.train, self.sq_norms, distances, indices, parallel, ranges)
         else:
-            kernel = neighbors.kneighbors_parallel if parallel else neighbors.kneighbors
-            kernel(Xk, *pre, self.train, self.metric, self.p, distances, indices)
+            kernel = neighbors.argkmin_parallel if parallel else neighbors.argkmin
+            kernel(Xk, *pre, self.train, self.metric, self.p, ranges, distances, indices)
+        return distances, indices
+
+    def _score(self, X: np.ndarray, outputs: Sequence[str], parallel: bool) -> list[np.ndarray]:
+        Xk = self.inputs(X, parallel)
+        ranges = neighbors.argkmin_ranges(X.shape[0], self.train.shape[0], self.argkmin_threads, self.argkmin_chunk)
+        distances, indices = self._kneighbors(Xk, ranges, parallel)
         results: dict[str, np.ndarray] = {"distances": distances.astype(self.dtype, copy=False), "indices": indices}
         if "predict" in outputs or "predict_proba" in outputs:
+            if self.vote_one_heap and ranges.shape[0] > 0:
+                # scikit-learn votes through ArgKminClassMode with parallel_on_X: one heap per row, whose members can
+                # differ from kneighbors' at a tie on the k-th distance.
+                distances, indices = self._kneighbors(Xk, ranges[:0], parallel)
             w = neighbor_weights(distances, str(self.weights))
             if self.task == "classifier":
                 proba = np.zeros((X.shape[0], self.labels.shape[0]))
@@ -270,6 +288,18 @@ def _metric(estimator: Any, where: str) -> tuple[str, float]:
     return neighbors.served_metric_or_refusal(metric, params, p, where)
 
 
+def _votes_one_heap(estimator: Any) -> bool:
+    """Whether the classifier's predict_proba runs ArgKminClassMode (strategy parallel_on_X), as scikit-learn decides it."""
+    from sklearn.metrics._pairwise_distances_reduction import ArgKminClassMode
+    from sklearn.neighbors._classification import _adjusted_metric
+
+    if estimator.weights != "uniform" or estimator._fit_method != "brute" or estimator.metric == "precomputed":
+        return False
+    metric, _ = _adjusted_metric(metric=estimator.metric, metric_kwargs=dict(estimator.metric_params or {}), p=estimator.p)
+    X = np.asarray(estimator._fit_X)
+    return bool(ArgKminClassMode.is_usable_for(X[:1], X, metric))
+
+
 def _weights(estimator: Any, where: str) -> str:
     weights = getattr(estimator, "weights", "uniform")
     if not isinstance(weights, str) or weights not in ("uniform", "distance"):
@@ -292,7 +322,9 @@ def _regressor_targets(estimator: Any) -> np.ndarray:
 
 @exports("sklearn.neighbors.KNeighborsClassifier", "sklearn.neighbors.KNeighborsRegressor", "sklearn.neighbors.NearestNeighbors", kind="neighbors")
 def _neighbors(estimator: Any, prep: Preprocessing | None, datatype: str) -> Exported:
-    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor  # exporting only: a server never imports scikit-learn
+    from sklearn import get_config  # exporting only: a server never imports scikit-learn
+    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
     where = describe(estimator)
     weights = _weights(estimator, where)
@@ -302,11 +334,14 @@ def _neighbors(estimator: Any, prep: Preprocessing | None, datatype: str) -> Exp
     k = int(estimator.n_neighbors)
     arrays: dict[str, np.ndarray] = {"train": train}
     params: dict[str, Any] = {"k": k, "metric": metric, "p": p, "weights": weights}
+    # scikit-learn's own threads and chunk size decide how its heaps are merged, and so the order of exact ties.
+    params["argkmin_threads"] = int(_openmp_effective_n_threads())
+    params["argkmin_chunk"] = int(get_config().get("pairwise_dist_chunk_size", neighbors.ARGKMIN_CHUNK))
     label_datatype, n_classes, n_out = None, 0, 1
     if isinstance(estimator, KNeighborsClassifier):
         label_datatype, labels, arrays["y"] = _classifier_targets(estimator, where)
         n_classes = len(labels)
-        params.update(task="classifier", classes=labels, label_datatype=label_datatype)
+        params.update(task="classifier", classes=labels, label_datatype=label_datatype, vote_one_heap=_votes_one_heap(estimator))
     elif isinstance(estimator, KNeighborsRegressor):
         arrays["y"] = _regressor_targets(estimator)
         n_out = arrays["y"].shape[1]
