@@ -286,3 +286,29 @@ def test_mlp_rows_in_place_and_copied_agree(dtype, tmp_path):
     copied = scorer.score(np.asfortranarray(Xq), ["predict_proba"])[0]
     np.testing.assert_array_equal(in_place, copied)
     np.testing.assert_allclose(in_place, model.predict_proba(Xq), rtol=1e-5 if dtype == "float32" else 1e-9, atol=1e-6 if dtype == "float32" else 1e-12)
+
+
+# Every hidden activation, a float64-trained (float64 arithmetic) and a float32-trained (float32 arithmetic for float32
+# rows) network, at batches on both sides of the gemm dispatch, a whole tile, and several tiles with a partial last one.
+TILE_BATCHES = (1, mlp.BLAS_MIN_ROWS - 1, mlp.BLAS_MIN_ROWS, mlp.TILE_ROWS, 2 * mlp.TILE_ROWS + 5)
+X_TILES = (RNG.normal(size=(max(TILE_BATCHES), 6)) * 2.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("train_dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", ["identity", "logistic", "tanh", "relu"])
+def test_mlp_tiles_match_sklearn_for_every_activation(activation, train_dtype, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPClassifier(hidden_layer_sizes=(24, 16), activation=activation, max_iter=30, random_state=0).fit(
+            X_TILES.astype(train_dtype), np.digitize(X_TILES[:, 0] - X_TILES[:, 3], [-1.0, 1.0])
+        )
+    for row_dtype in ("float32", "float64"):
+        scorer = _scorer(model, tmp_path / row_dtype, row_dtype)
+        assert scorer.compute_dtype is (np.float32 if train_dtype is np.float32 and row_dtype == "float32" else np.float64)
+        rtol, atol = (1e-9, 1e-12) if row_dtype == "float64" else (1e-5, 1e-6)
+        for n in TILE_BATCHES:
+            Xq = X_TILES[:n].astype(row_dtype)
+            got = scorer.score(Xq, ["predict_proba"])[0]
+            np.testing.assert_allclose(got, model.predict_proba(Xq), rtol=rtol, atol=atol, err_msg=f"{row_dtype} rows, batch {n}")
+            # rows the kernel copies (Fortran order) score exactly as rows it reads in place
+            np.testing.assert_array_equal(scorer.score(np.asfortranarray(Xq), ["predict_proba"])[0], got)
