@@ -17,7 +17,11 @@ FP32 output rounds to float32, so up to ~1e-6 here). `speed-up` is shap's time /
 Each figure is the median over --repeats blocks (default 5) of the mean time per call, divided by the
 batch size; a block is calls until --block-ms (default 100) has passed, one call at least, after one
 untimed call, the two engines' blocks alternating. The batch-4096 column is timed on --large-rows rows (default 4096): shap needs about a
-second per row on rf100's 100 fully grown trees, so its runs use fewer (the table says how many).
+quarter of a second per row on rf100's 100 fully grown trees (a 4096-row call, some 16 minutes, is timed six
+times), so rf100 is run on its own with fewer (the table says how many):
+
+    python benchmarks/bench_tree_shap.py --models lgbm500,xgb500,hgb200
+    python benchmarks/bench_tree_shap.py --models rf100 --large-rows 128 --repeats 3
 
     python benchmarks/bench_tree_shap.py                 # full run
     python benchmarks/bench_tree_shap.py --quick         # bench_trees' quick models (50 trees; rf 20), fewer repeats

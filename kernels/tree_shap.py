@@ -20,6 +20,8 @@ with Z(S) the product of z over S and K(B) = sum over S in B of |S|! (m - |S| - 
     - elsewhere (deep trees), depth-first per row, each level keeping the polynomial of A and Z(D \ A),
       and each leaf dividing out one factor per feature in A: O(m * |A|) per leaf (shap's algorithm,
       which unwinds a path of permutation weights, costs O(m^2) per leaf and more per node).
+Rows go in blocks of ROW_BLOCK, tree by tree, so that a tree's nodes and tables are read from cache by
+every row of the block (a model's tables are megabytes: row by row, each row would fetch them all again).
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ import numpy as np
 from numba import prange
 
 from tensorwire.kernels.config import inlined, kernel, parallel_kernel
-from tensorwire.kernels.trees import step_general
+from tensorwire.kernels.trees import NUMERIC, step_general
 
 ROW_CHUNK = 16  # rows a parallel task explains with one set of work buffers
+ROW_BLOCK = 64  # rows explained tree by tree together (their contributions, 64 x (F + 1) x n_raw doubles, stay in cache)
 
 
 @kernel
@@ -43,6 +46,13 @@ def shapley_weights(size):  # type: ignore[no-untyped-def]
         for s in range(m):
             w[m, s] = math.exp(math.lgamma(s + 1) + math.lgamma(m - s) - math.lgamma(m + 1))
     return w
+
+
+@kernel
+def _hot_child(nodes, kind, cat_start, cat_nbits, cat_other, cat_words, X, row, n):  # type: ignore[no-untyped-def]
+    """The child of split n that X[row] takes, for the splits that are not plain numeric ones (missing values, categories).
+    Called, not inlined: the walks inline their numeric splits, and this one copy of step_general keeps them quick to compile."""
+    return np.int64(step_general(nodes, kind, cat_start, cat_nbits, cat_other, cat_words, X, row, np.uint32(n)))
 
 
 @inlined
@@ -62,44 +72,52 @@ def _divide(poly, base, degree, z):  # type: ignore[no-untyped-def]
 
 @inlined
 def _explain_tree(X, row, root, column, nodes, kind, cat_start, cat_nbits, cat_other, cat_words, leaf_slot, leaf_value, cover, phi,
-                  path_feature, path_zero, path_follows, poly, level_count, level_inside, level_outside, stack, weights):  # type: ignore[no-untyped-def]
+                  path_feature, path_zero, path_follows, where, poly, level_inside, level_outside, undo_position, undo_zero, undo_follows,
+                  stack, weights):  # type: ignore[no-untyped-def]
     """Add one tree's contributions for X[row] to phi [n_raw, F + 1] (its leaves add to columns column, column + 1, ...).
 
-    Depth-first, each level (stride S = max depth + 2 in the flat arrays) keeps the path to its node: the unique
-    features (path_feature, their zero fraction path_zero, path_follows: whether the row follows every split on
-    it), level_count of them, the product level_outside of the zero fractions of those the row leaves, and the
-    polynomial prod(1 + z t) over those it follows (poly, degree level_inside). stack int64 [4, S + 1] holds
-    (node, level, parent, follows) still to visit; weights[m, s] = s! (m - s - 1)! / m!."""
+    Depth-first with one path, changed in place on the way down and undone on the way back (no copy per node):
+    the unique features on it (path_feature, their zero fraction path_zero, path_follows: whether the row
+    follows every split on it; where[f] is f's position or -1). Level r's change, the edge into its node, is
+    recorded in undo_position[r] (-1: a new feature) and undo_zero, undo_follows (the entry's old values).
+    Each level (stride S = max depth + 2 in poly) keeps the product level_outside of the zero fractions of the
+    features the row leaves and the polynomial prod(1 + z t) over those it follows (poly, degree level_inside).
+    stack int64 [4, S + 1] holds (node, level, parent, follows) still to visit; weights[m, s] = s! (m - s - 1)! / m!."""
     stride = stack.shape[1] - 1
     stack[0, 0], stack[1, 0], stack[2, 0], stack[3, 0] = root, 0, -1, 1
     top = 1
+    count = 0
+    applied = 0  # the path holds the changes of levels 1 .. applied
     while top > 0:
         top -= 1
         n, r, parent, follows = stack[0, top], stack[1, top], stack[2, top], stack[3, top]
+        while applied >= r and applied > 0:
+            position = undo_position[applied]
+            if position < 0:
+                count -= 1
+                where[path_feature[count]] = -1
+            else:
+                path_zero[position] = undo_zero[applied]
+                path_follows[position] = undo_follows[applied]
+            applied -= 1
         seg = r * stride
         if r == 0:
-            count, inside, outside = 0, 0, 1.0
+            inside, outside = 0, 1.0
             poly[seg] = 1.0
         else:
             up = seg - stride
-            count, inside, outside = level_count[r - 1], level_inside[r - 1], level_outside[r - 1]
-            for i in range(count):
-                path_feature[seg + i] = path_feature[up + i]
-                path_zero[seg + i] = path_zero[up + i]
-                path_follows[seg + i] = path_follows[up + i]
+            inside, outside = level_inside[r - 1], level_outside[r - 1]
             for k in range(inside + 1):
                 poly[seg + k] = poly[up + k]
             split = np.int64(nodes[parent].feature)
             ratio = cover[n] / cover[parent]
-            position = -1
-            for i in range(count):
-                if path_feature[seg + i] == split:
-                    position = i
-                    break
+            position = where[split]
+            undo_position[r] = position
             if position < 0:
-                path_feature[seg + count] = split
-                path_zero[seg + count] = ratio
-                path_follows[seg + count] = follows
+                path_feature[count] = split
+                path_zero[count] = ratio
+                path_follows[count] = follows
+                where[split] = count
                 count += 1
                 if follows:
                     _multiply(poly, seg, inside, ratio)
@@ -107,35 +125,43 @@ def _explain_tree(X, row, root, column, nodes, kind, cat_start, cat_nbits, cat_o
                 else:
                     outside *= ratio
             else:
-                old = path_zero[seg + position]
-                path_zero[seg + position] = old * ratio
-                if path_follows[seg + position]:
+                old = path_zero[position]
+                undo_zero[r], undo_follows[r] = old, path_follows[position]
+                path_zero[position] = old * ratio
+                if path_follows[position]:
                     _divide(poly, seg, inside, old)
                     inside -= 1
                     if follows:
                         _multiply(poly, seg, inside, old * ratio)
                         inside += 1
                     else:
-                        path_follows[seg + position] = 0
+                        path_follows[position] = 0
                         outside *= old * ratio
                 else:
                     outside *= ratio
-        level_count[r], level_inside[r], level_outside[r] = count, inside, outside
+            applied = r
+        level_inside[r], level_outside[r] = inside, outside
         slot = leaf_slot[n]
         if slot >= 0:
             _leaf_shares(phi, column, leaf_value, slot, path_feature, path_zero, path_follows, poly, seg, count, inside, outside, weights)
             continue
-        hot = np.int64(step_general(nodes, kind, cat_start, cat_nbits, cat_other, cat_words, X, row, np.uint32(n)))
-        first = np.int64(nodes[n].child)
+        node = nodes[n]
+        first = np.int64(node.child)
+        if kind[n] == NUMERIC:  # inlined here: through step_general a numeric split costs ten times as much
+            hot = first + np.int64(node.sign * X[row, node.feature] > node.threshold)
+        else:
+            hot = _hot_child(nodes, kind, cat_start, cat_nbits, cat_other, cat_words, X, row, n)
         cold = first + 1 if hot == first else first
         stack[0, top], stack[1, top], stack[2, top], stack[3, top] = cold, r + 1, n, 0
         stack[0, top + 1], stack[1, top + 1], stack[2, top + 1], stack[3, top + 1] = hot, r + 1, n, 1
         top += 2
+    for i in range(count):  # where[] back to all -1 for the next tree
+        where[path_feature[i]] = -1
 
 
 @inlined
 def _leaf_shares(phi, column, leaf_value, slot, path_feature, path_zero, path_follows, poly, seg, m, inside, outside, weights):  # type: ignore[no-untyped-def]
-    """A leaf's share for each feature on its path: with A the features the row follows and e_k the coefficients
+    """A leaf's share for each feature on its path (path_* [0, m), poly [seg, seg + inside]): with A the features the row follows and e_k the coefficients
     of prod over A of (1 + z t), a feature outside A gets -v * outside * sum_s w(s) e_(|A| - s), one inside A
     gets v * (1 - z_i) * outside * the same sum over A without i (e divided by 1 + z_i t)."""
     if m == 0:
@@ -147,8 +173,8 @@ def _leaf_shares(phi, column, leaf_value, slot, path_feature, path_zero, path_fo
             total += weights[m, s] * poly[seg + inside - s]
         away = -outside * total
     for i in range(m):
-        if path_follows[seg + i]:
-            z = path_zero[seg + i]
+        if path_follows[i]:
+            z = path_zero[i]
             q = 1.0
             total = weights[m, inside - 1]
             for k in range(1, inside):
@@ -157,7 +183,7 @@ def _leaf_shares(phi, column, leaf_value, slot, path_feature, path_zero, path_fo
             share = (1.0 - z) * outside * total
         else:
             share = away
-        f = path_feature[seg + i]
+        f = path_feature[i]
         for k in range(leaf_value.shape[1]):
             phi[column + k, f] += share * leaf_value[slot, k]
 
@@ -306,8 +332,12 @@ def _explain_fast_tree(X, row, start, stop, column, nodes, kind, cat_start, cat_
         a = mask[n - start]
         slot = leaf_slot[n]
         if slot < 0:
-            hot = np.int64(step_general(nodes, kind, cat_start, cat_nbits, cat_other, cat_words, X, row, np.uint32(n)))
-            first = np.int64(nodes[n].child)
+            node = nodes[n]
+            first = np.int64(node.child)
+            if kind[n] == NUMERIC:  # inlined here: through step_general a numeric split costs ten times as much
+                hot = first + np.int64(node.sign * X[row, node.feature] > node.threshold)
+            else:
+                hot = _hot_child(nodes, kind, cat_start, cat_nbits, cat_other, cat_words, X, row, n)
             cleared = a & ~(np.int64(1) << node_pos[n])
             mask[first - start] = a if hot == first else cleared
             mask[first + 1 - start] = cleared if hot == first else a
@@ -319,16 +349,15 @@ def _explain_fast_tree(X, row, start, stop, column, nodes, kind, cat_start, cat_
         A = a & full
         p0 = leaf_path[n]
         t0 = leaf_table[n]
+        # branch-free (selects, not jumps): whether the row follows a path feature is a coin flip to the branch predictor
         outside = 1.0
         for p in range(m):
-            if not (A >> p) & 1:
-                outside *= path_zero[p0 + p]
-        away = -outside * table[t0 + A]
+            z = path_zero[p0 + p]
+            outside *= z if ((A >> p) & 1) == 0 else 1.0
         for p in range(m):
-            if (A >> p) & 1:
-                share = (1.0 - path_zero[p0 + p]) * outside * table[t0 + (A ^ (np.int64(1) << p))]
-            else:
-                share = away
+            bit = (A >> p) & 1
+            z = path_zero[p0 + p]
+            share = outside * ((1.0 - z) if bit else -1.0) * table[t0 + (A ^ (bit << p))]
             f = path_feature[p0 + p]
             for k in range(leaf_value.shape[1]):
                 phi[column + k, f] += share * leaf_value[slot, k]
@@ -337,44 +366,56 @@ def _explain_fast_tree(X, row, start, stop, column, nodes, kind, cat_start, cat_
 @inlined
 def _explain_rows(X, start, stop, nodes, kind, cat_start, cat_nbits, cat_other, cat_words, leaf_slot, leaf_value, cover,
                   tree_root, tree_end, tree_output, expected, divisor, max_depth, fast, out):  # type: ignore[no-untyped-def]
-    tree_fast, node_pos, leaf_m, leaf_path, leaf_table, path_feature, path_zero, table, widest = fast
+    tree_fast, node_pos, leaf_m, leaf_path, leaf_table, path_feature, path_zero, table, widest, weights = fast
     stride = max_depth + 2
-    walk_feature = np.empty(stride * stride, dtype=np.int64)  # the plain algorithm's levels (fast trees read path_feature)
-    walk_zero = np.empty(stride * stride)
-    walk_follows = np.empty(stride * stride, dtype=np.int64)
+    walk_feature = np.empty(stride, dtype=np.int64)  # the plain algorithm's path (fast trees read path_feature)
+    walk_zero = np.empty(stride)
+    walk_follows = np.empty(stride, dtype=np.int64)
+    where = np.empty(X.shape[1], dtype=np.int64)
+    for f in range(X.shape[1]):
+        where[f] = -1
     poly = np.empty(stride * stride)
-    level_count = np.empty(stride, dtype=np.int64)
     level_inside = np.empty(stride, dtype=np.int64)
     level_outside = np.empty(stride)
+    undo_position = np.empty(stride, dtype=np.int64)
+    undo_zero = np.empty(stride)
+    undo_follows = np.empty(stride, dtype=np.int64)
     stack = np.empty((4, stride + 1), dtype=np.int64)
-    weights = shapley_weights(stride)
     mask = np.empty(max(widest, 1), dtype=np.int64)
     n_features = out.shape[2] - 1
     for row in range(start, stop):
-        phi = out[row]
-        phi[:, :] = 0.0
-        for t in range(tree_root.shape[0]):
+        for k in range(out.shape[1]):
+            for f in range(n_features + 1):
+                out[row, k, f] = 0.0
+    # trees outer, rows inner: a tree's nodes and tables stay in cache while every row of the block reads them
+    for t in range(tree_root.shape[0]):
+        root, end, column = np.int64(tree_root[t]), tree_end[t], tree_output[t]
+        for row in range(start, stop):
+            phi = out[row]
             if tree_fast[t]:
-                _explain_fast_tree(X, row, np.int64(tree_root[t]), tree_end[t], tree_output[t], nodes, kind, cat_start, cat_nbits, cat_other,
+                _explain_fast_tree(X, row, root, end, column, nodes, kind, cat_start, cat_nbits, cat_other,
                                    cat_words, leaf_slot, leaf_value, phi, node_pos, leaf_m, leaf_path, leaf_table, path_feature, path_zero, table, mask)
             else:
-                _explain_tree(X, row, np.int64(tree_root[t]), tree_output[t], nodes, kind, cat_start, cat_nbits, cat_other, cat_words,
-                              leaf_slot, leaf_value, cover, phi, walk_feature, walk_zero, walk_follows, poly, level_count, level_inside,
-                              level_outside, stack, weights)
-        for k in range(phi.shape[0]):
+                _explain_tree(X, row, root, column, nodes, kind, cat_start, cat_nbits, cat_other, cat_words,
+                              leaf_slot, leaf_value, cover, phi, walk_feature, walk_zero, walk_follows, where, poly, level_inside,
+                              level_outside, undo_position, undo_zero, undo_follows, stack, weights)
+    for row in range(start, stop):
+        for k in range(out.shape[1]):
             for f in range(n_features):
-                phi[k, f] = phi[k, f] / divisor
-            phi[k, n_features] = expected[k]
+                out[row, k, f] = out[row, k, f] / divisor
+            out[row, k, n_features] = expected[k]
 
 
 @kernel
 def explain_trees(X, nodes, kind, cat_start, cat_nbits, cat_other, cat_words, leaf_slot, leaf_value, cover,
                   tree_root, tree_end, tree_output, expected, divisor, max_depth, fast, out):  # type: ignore[no-untyped-def]
     """out [n, n_raw, F + 1] = every row's TreeSHAP contributions, the expected value (`expected` [n_raw]) last.
-    fast: (tree_fast, node_pos, leaf_m, leaf_path, leaf_table, path_feature, path_zero, table, widest), as
-    plan_fast_trees and fill_fast_trees made them."""
-    _explain_rows(X, 0, X.shape[0], nodes, kind, cat_start, cat_nbits, cat_other, cat_words, leaf_slot, leaf_value, cover,
-                  tree_root, tree_end, tree_output, expected, divisor, max_depth, fast, out)
+    fast: (tree_fast, node_pos, leaf_m, leaf_path, leaf_table, path_feature, path_zero, table, widest, weights): the first
+    nine as plan_fast_trees and fill_fast_trees made them, weights = shapley_weights(max_depth + 2) (made at load, not per call)."""
+    n = X.shape[0]
+    for first in range(0, n, ROW_BLOCK):
+        _explain_rows(X, first, min(n, first + ROW_BLOCK), nodes, kind, cat_start, cat_nbits, cat_other, cat_words, leaf_slot, leaf_value, cover,
+                      tree_root, tree_end, tree_output, expected, divisor, max_depth, fast, out)
 
 
 @parallel_kernel
@@ -396,7 +437,8 @@ def tree_expectations(nodes, leaf_slot, leaf_value, cover, tree_root, tree_outpu
     reach = np.zeros(n_nodes)
     depth = np.zeros(n_nodes, dtype=np.int64)
     owner = np.zeros(n_nodes, dtype=np.int64)
-    expected[:] = 0.0
+    for k in range(expected.shape[0]):  # a loop, not `expected[:] = 0.0`: slice assignment compiles numba's error formatting
+        expected[k] = 0.0
     for t in range(tree_root.shape[0]):
         reach[tree_root[t]] = 1.0
         owner[tree_root[t]] = t

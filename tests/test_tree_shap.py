@@ -167,6 +167,23 @@ def test_kernel_gives_the_shapley_values_of_random_ensembles(case: dict[str, Any
     assert_contributions(parallel, expected, raw)
 
 
+@pytest.mark.parametrize("case", [CASES[0], {"special": True, "precision": "float64", "comparison": "le"}], ids=["numeric", "special"])
+@pytest.mark.parametrize("budget", [0, 40, 1 << 20], ids=["plain", "mixed", "fast"])
+def test_rows_in_several_blocks_match_rows_one_by_one(case: dict[str, Any], budget: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel explains ROW_BLOCK rows tree by tree: a batch over several blocks (the last one short), whose trees take
+    either algorithm, gives each row what it gets alone (bit for bit: each row still adds its trees in order) and the oracle's values."""
+    monkeypatch.setattr(tree_shap, "FAST_TABLE_BUDGET", budget)
+    ensemble = with_random_covers(as_raw_model(random_ensemble(5, **case)), 5)
+    ensemble.validate()
+    n_rows = 2 * tree_shap.ROW_BLOCK + 7
+    X = random_rows(ensemble, n_rows, 5)
+    batch = served_outputs(ensemble, X)["contributions"].reshape(n_rows, ensemble.n_raw, N_FEATURES + 1)
+    for row in (0, tree_shap.ROW_BLOCK - 1, tree_shap.ROW_BLOCK, n_rows - 1):
+        alone = served_outputs(ensemble, X[row : row + 1])["contributions"].reshape(ensemble.n_raw, N_FEATURES + 1)
+        np.testing.assert_array_equal(batch[row], alone)
+    assert_contributions(batch, shapley_oracle(ensemble, X), ensemble.raw_reference(X))
+
+
 def test_hand_computed_stump() -> None:
     """One split on feature 0 at 0.5, covers 3 (left, value 1) and 1 (right, value 5): E = 2; x0 = 0 -> phi0 = -1."""
     ensemble = TreeEnsemble(

@@ -48,7 +48,8 @@ class TreeContributions:
         self.fast = self._fast_tables()
 
     def _fast_tables(self) -> tuple[Any, ...]:
-        """Fast TreeSHAP v2's per-leaf tables for the trees whose paths are short enough, within tree_shap.FAST_TABLE_BUDGET."""
+        """Fast TreeSHAP v2's per-leaf tables for the trees whose paths are short enough, within tree_shap.FAST_TABLE_BUDGET,
+        and the Shapley weights the other trees' walk reads."""
         n_nodes, n_trees = self.nodes.shape[0], self.tree_root.shape[0]
         tree_fast = np.zeros(n_trees, dtype=np.bool_)
         node_pos = np.zeros(n_nodes, dtype=np.int64)
@@ -62,7 +63,8 @@ class TreeContributions:
         table = np.zeros(max(int(n_tables), 1))
         tree_shap.fill_fast_trees(*layout, tree_fast, node_pos, leaf_m, leaf_path, leaf_table, path_feature, path_zero, table)
         self.fast_trees = int(tree_fast.sum())
-        return (tree_fast, node_pos, leaf_m, leaf_path, leaf_table, path_feature, path_zero, table, int(widest))
+        weights = tree_shap.shapley_weights(self.max_depth + 2)
+        return (tree_fast, node_pos, leaf_m, leaf_path, leaf_table, path_feature, path_zero, table, int(widest), weights)
 
     def __call__(self, Xk: np.ndarray, parallel: bool) -> np.ndarray:
         """Contributions [n, n_raw, F + 1] (float64) of rows Xk, already in the nodes' comparison dtype."""
