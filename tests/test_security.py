@@ -224,7 +224,8 @@ def test_in_flight_limit_answers_resource_exhausted_at_once(start_tensorwire: An
     big = infer_request(rows=50_000)
     with grpc.insecure_channel(server.url, options=[("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]) as channel:
         stub = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer", request_serializer=pb.ModelInferRequest.SerializeToString, response_deserializer=pb.ModelInferResponse.FromString)
-        futures = [stub.future(big, timeout=60) for _ in range(40)]
+        # many at once, so that they overlap on a busy machine too (40 were sometimes each done before the 13th arrived)
+        futures = [stub.future(big, timeout=120) for _ in range(160)]
         codes = []
         for future in futures:
             try:
