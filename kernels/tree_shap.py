@@ -1,4 +1,4 @@
-"""Exact path-dependent TreeSHAP (Lundberg et al., 2020) over the packed trees of kernels/trees.py.
+r"""Exact path-dependent TreeSHAP (Lundberg et al., 2020) over the packed trees of kernels/trees.py.
 
 Besides kernels/trees.py's arrays (always the general form: `kind` all NUMERIC for plain models),
     cover float64 [N]   how much training data reached each node, as the library counts it
